@@ -1,0 +1,174 @@
+"""The typed, frozen job configuration: one default and one meaning per field, validated once.
+
+Hydra composes YAML from `conf/`; `EngineConfig.from_mapping` converts it once, rejecting unknown keys.
+Fields left as None take the model's own defaults in `resolve_config` (dualpar.models.registry), after which
+every field is concrete and `validate_config` checks the job before any weights load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from dualpar.errors import ConfigError
+
+JOBS = ("video", "sparse_video", "av")
+LAUNCHERS = ("local", "spawn", "torchrun", "ray")
+LEFT_CONTEXT = ("ahead", "same")
+SPLIT_MODES = ("even", "cost_aware")
+
+
+@dataclass(frozen=True)
+class PromptSegment:
+    """One entry of the prompt timeline: `text` applies from pixel frame `frame` on."""
+
+    frame: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "tiny"  # preset: tiny | small | toyworld | wan2.1-t2v-1.3b | wan2.1-t2v-14b
+    path: str | None = None  # local diffusers directory; required for real Wan presets
+    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda
+    init_seed: int = 0  # random-weight presets (tiny, small): weights are a function of this seed
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    steps: int | None = None  # T: denoising steps per block (None: model default)
+    block_latents: int | None = None  # P: latent frames each block owns
+    context_latents: int | None = None  # C: latent frames borrowed from each neighbour, 0 <= C <= P
+    guidance: float | None = None  # classifier-free guidance scale; <= 1 disables the uncond branch
+    left_context: str = "ahead"  # ahead: previous block after its latest update; same: at this block's level
+    flow_shift: float | None = None  # scheduler flow shift (None: the checkpoint's scheduler config)
+    feature_cache: bool = True  # append the right neighbour's cached K/V to each block's keys
+    coordinated_noise: bool = True  # reshuffled shared noise pool (False: fresh noise per block)
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    stages: int = 1  # N: pipeline stages (processes), each owning a contiguous slice of layers
+    split: tuple[int, ...] | None = None  # explicit layers per stage, e.g. [3, 5]
+    split_mode: str = "even"  # even | cost_aware (stage 0 and the last stage carry extra work)
+    timeout_s: float = 300.0  # a peer silent for this long is reported and every rank exits non-zero
+    cfg_split: bool = False  # send cond and uncond as two micro-batches
+    max_sends_in_flight: int = 2  # outstanding sends per peer before the sender waits
+    threads: int | None = None  # torch threads per process (None: torch's default)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "outputs/render"  # every output of the job goes here
+    video: bool = True  # decode and write video.mp4 (false: latents only, no decoding)
+    latents: bool = False  # write latents.safetensors [1, z_dim, latent_frames, h, w] float32
+    fps: int | None = None  # video frame rate (None: model default, 16 for Wan)
+    overwrite: bool = False  # replace a previous run's outputs in `dir`
+    trace: bool = False  # write trace.json (Chrome trace format, all ranks merged)
+    preview: bool = True  # write preview.png, a contact sheet of evenly spaced frames
+    progress: bool = True  # progress line on the terminal
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 0  # iterations between checkpoints (0: only on SIGTERM/SIGINT)
+    dir: str | None = None  # default: <output.dir>/checkpoint
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    kill_rank: int | None = None  # fault injection: this rank hard-exits once ...
+    kill_at_iteration: int | None = None  # ... when it reaches this iteration
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    job: str = "video"
+    prompt: tuple[PromptSegment, ...] = ()
+    negative_prompt: str | None = None
+    frames: int | None = None  # pixel frames the user gets, exactly
+    height: int | None = None
+    width: int | None = None
+    seed: int = 0
+    launcher: str = "local"
+    plan_only: bool = False  # print the validated plan and exit 0
+    resume: bool = False  # continue from the latest checkpoint in the checkpoint dir
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    attention: Mapping[str, Any] = field(default_factory=dict)  # backend options, see dualpar.attention
+    audio: Mapping[str, Any] = field(default_factory=dict)  # audio branch options for job=av
+    ray: Mapping[str, Any] = field(default_factory=dict)  # Ray launcher options
+
+    @staticmethod
+    def from_mapping(raw: Mapping[str, Any]) -> EngineConfig:
+        """Build from a plain mapping (Hydra's composed config as a container), rejecting unknown keys."""
+        return _build(EngineConfig, dict(raw), prefix="")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_NESTED = {
+    "model": ModelConfig,
+    "schedule": ScheduleConfig,
+    "parallel": ParallelConfig,
+    "output": OutputConfig,
+    "checkpoint": CheckpointConfig,
+    "debug": DebugConfig,
+}
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        key = prefix + unknown[0]
+        raise ConfigError(
+            key, "is not a known option", f"remove it; known keys here: {', '.join(sorted(known))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        if cls is EngineConfig and name in _NESTED:
+            kwargs[name] = _build(_NESTED[name], dict(value or {}), prefix=f"{name}.")
+        elif cls is EngineConfig and name == "prompt":
+            kwargs[name] = parse_prompt(value)
+        elif name == "split" and value is not None:
+            kwargs[name] = tuple(int(v) for v in value)
+        elif cls is EngineConfig and name in ("attention", "audio", "ray"):
+            kwargs[name] = dict(value or {})
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def parse_prompt(value: Any) -> tuple[PromptSegment, ...]:
+    """A string, or a list of {frame, text}; returns the timeline sorted by frame."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (PromptSegment(0, value),)
+    if isinstance(value, PromptSegment):
+        return (value,)
+    segments = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, PromptSegment):
+            segments.append(entry)
+            continue
+        if not isinstance(entry, Mapping) or set(entry) != {"frame", "text"}:
+            raise ConfigError(
+                f"prompt[{i}]",
+                f"is {entry!r}",
+                'give each timeline entry as {frame: <int>, text: "<prompt>"}',
+            )
+        segments.append(PromptSegment(int(entry["frame"]), str(entry["text"])))
+    return tuple(sorted(segments, key=lambda s: s.frame))

@@ -1,0 +1,163 @@
+"""The per-rank loop: the only code that moves blocks through the stages.
+
+Stage 0 walks the plan in its global order: it retires finished blocks (decode + write), admits new ones,
+assembles each pass's window once the passes it depends on have come back, runs its layers and sends the
+hidden states on. Other stages receive, run their layers and send on; the last one returns the guided output
+of the block's own frames to stage 0. With one stage there is no transport at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from dualpar.block_queue import BlockQueue
+from dualpar.job import JobLayout
+from dualpar.output import OutputWriter
+from dualpar.progress import Progress
+from dualpar.runner import StageRunner
+from dualpar.schedule.blockwise import WorkItem
+from dualpar.timeline import Timeline
+from dualpar.transport.base import Transport
+
+
+@dataclass
+class Stage0Result:
+    """What stage 0 measured while rendering."""
+
+    block_seconds: list[float] = field(default_factory=list)
+    decode_s: float = 0.0
+    denoise_s: float = 0.0
+    frames: int = 0
+
+
+class PipelineEngine:
+    """Runs one rank's part of a job over the shared plan."""
+
+    def __init__(
+        self,
+        job: JobLayout,
+        runner: StageRunner,
+        rank: int,
+        stages: int,
+        transport: Transport | None,
+        timeline: Timeline,
+    ):
+        self.job = job
+        self.runner = runner
+        self.rank = rank
+        self.stages = stages
+        self.transport = transport
+        self.timeline = timeline
+        self.on_iteration: Callable[[int], None] | None = None  # checkpoint / fault-injection hook
+        self.start_iteration = 0
+
+    # ---- stages 1 .. N-1 -------------------------------------------------------------------------
+    def run_relay(self) -> None:
+        assert self.transport is not None
+        t, prev = self.transport, self.rank - 1
+        last = self.rank == self.stages - 1
+        items = self._items_from(self.start_iteration)
+        t.expect(prev, self.runner.hidden_shape(), self.runner.dtype, len(items))
+        dst = 0 if last else self.rank + 1
+        for item in items:
+            if self.on_iteration is not None and self._is_first_of_iteration(item):
+                self.on_iteration(item.iteration)
+            with self.timeline.span("recv", item.order):
+                x = t.recv(prev)
+            with self.timeline.span("compute", item.order):
+                y = self.runner.forward(item, x)
+            if last:
+                y = self._pad_output(y)
+            with self.timeline.span("send", item.order):
+                t.send(y, dst)
+        t.flush()
+
+    # ---- stage 0 ------------------------------------------------------------------------------------
+    def run_stage0(self, queue: BlockQueue, writer: OutputWriter, progress: Progress) -> Stage0Result:
+        result = Stage0Result()
+        plan = self.job.plan
+        mode = self.job.cfg.schedule.left_context
+        pending: deque[WorkItem] = deque()
+        applied = [plan.items[0].order - 1 if plan.items else -1]
+        for it in plan.iterations[self.start_iteration :]:
+            if self.on_iteration is not None:
+                self._drain(queue, pending, applied)
+                self.on_iteration(it.index)
+            if it.finished is not None:
+                self._wait_for(plan.item_index(it.finished, plan.steps - 1), queue, pending, applied)
+                self._retire(it.finished, queue, writer, progress, result)
+            if it.joined is not None:
+                queue.join(it.joined)
+            t_iter = time.perf_counter()
+            for item in it.items:
+                for dep in plan.dependencies(item, mode):
+                    self._wait_for(dep, queue, pending, applied)
+                window = queue.window(item)
+                with self.timeline.span("compute", item.order):
+                    out = self.runner.forward(item, window)
+                if self.stages == 1:
+                    with self.timeline.span("scheduler", item.order):
+                        queue.apply(item, out)
+                    applied[0] = item.order
+                else:
+                    with self.timeline.span("send", item.order):
+                        self.transport.send(out, 1)
+                    pending.append(item)
+            result.denoise_s += time.perf_counter() - t_iter
+        self._drain(queue, pending, applied)
+        if self.transport is not None:
+            self.transport.flush()
+        return result
+
+    def _items_from(self, iteration: int) -> list[WorkItem]:
+        return [item for it in self.job.plan.iterations[iteration:] for item in it.items]
+
+    def _is_first_of_iteration(self, item: WorkItem) -> bool:
+        it = self.job.plan.iterations[item.iteration]
+        return it.items[0].order == item.order
+
+    def expect_outputs(self) -> None:
+        """Stage 0 of a multi-stage job: pre-post receives for every returned output."""
+        if self.stages > 1:
+            n = len(self._items_from(self.start_iteration))
+            self.transport.expect(self.stages - 1, self.runner.output_shape(), torch.float32, n)
+
+    def _pad_output(self, out: torch.Tensor) -> torch.Tensor:
+        shape = self.runner.output_shape()
+        if out.shape[2] == shape[2]:
+            return out
+        padded = out.new_zeros(shape)
+        padded[:, :, : out.shape[2]] = out
+        return padded
+
+    def _wait_for(self, order: int, queue: BlockQueue, pending: deque, applied: list[int]) -> None:
+        while applied[0] < order:
+            item = pending.popleft()
+            with self.timeline.span("wait", item.order):
+                out = self.transport.recv(self.stages - 1)
+            n_own = len(self.job.geometry.own_range(item.block))
+            with self.timeline.span("scheduler", item.order):
+                queue.apply(item, out[:, :, :n_own])
+            applied[0] = item.order
+
+    def _drain(self, queue: BlockQueue, pending: deque, applied: list[int]) -> None:
+        if pending:
+            self._wait_for(pending[-1].order, queue, pending, applied)
+
+    def _retire(
+        self, block: int, queue: BlockQueue, writer: OutputWriter, progress: Progress, result: Stage0Result
+    ) -> None:
+        t0 = time.perf_counter()
+        latents = queue.finish(block)
+        with self.timeline.span("decode", block):
+            frames = writer.write_block(block, latents)
+        dt = time.perf_counter() - t0
+        result.decode_s += dt
+        result.frames += frames
+        result.block_seconds.append(dt)
+        progress.block_done(frames)

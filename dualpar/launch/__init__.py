@@ -1,0 +1,1 @@
+"""Launchers: process creation and rendezvous only; every one of them runs `worker_main` on each rank."""

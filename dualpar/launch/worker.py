@@ -1,0 +1,217 @@
+"""`worker_main`: what every rank runs, under the local, spawn, torchrun and Ray launchers alike.
+
+It rebuilds the job layout from the config (no communication needed), loads only this rank's layer shard,
+has rank 0 encode the prompts once and broadcast them, runs the engine, and gathers every rank's timeline
+into rank 0's report.json.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from dualpar.attention.registry import build_backend
+from dualpar.block_queue import BlockQueue
+from dualpar.config import EngineConfig
+from dualpar.engine import PipelineEngine
+from dualpar.job import JobLayout
+from dualpar.models.loader import (
+    build_stage,
+    load_codec,
+    load_prompt_encoder,
+    load_scheduler,
+    pick_device,
+    pick_dtype,
+)
+from dualpar.models.registry import read_model_info
+from dualpar.output import OutputWriter
+from dualpar.progress import Progress
+from dualpar.report import peak_rss_bytes, write_json_atomic
+from dualpar.runner import StageRunner
+from dualpar.schedule.noise import CoordinatedNoise
+from dualpar.timeline import Timeline, write_chrome_trace
+from dualpar.topology import WorkerContext
+from dualpar.transport.torch_p2p import TorchP2PTransport
+from dualpar.validate import OUTPUT_FILES, resolve_config
+
+
+def _init_group(ctx: WorkerContext, cfg: EngineConfig, device: torch.device) -> TorchP2PTransport | None:
+    if ctx.world_size == 1:
+        return None
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend,
+            init_method=ctx.init_method,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            timeout=timedelta(seconds=cfg.parallel.timeout_s),
+        )
+    return TorchP2PTransport(
+        ctx.rank, cfg.parallel.timeout_s, cfg.parallel.max_sends_in_flight, device=device
+    )
+
+
+def _text_embeds(job: JobLayout, ctx: WorkerContext, transport, device: torch.device) -> torch.Tensor:
+    """Rank 0 encodes every distinct prompt once; the others receive the embeddings."""
+    comm_device = device if device.type == "cuda" else torch.device("cpu")
+    if ctx.rank == 0:
+        encoder = load_prompt_encoder(job.info, device)
+        embeds = encoder.encode(list(job.texts)).float().to(comm_device)
+        del encoder
+    if transport is None:
+        return embeds
+    shape = torch.tensor(
+        list(embeds.shape) if ctx.rank == 0 else [0, 0, 0], dtype=torch.int64, device=comm_device
+    )
+    transport.broadcast(shape, 0)
+    if ctx.rank != 0:
+        embeds = torch.empty(tuple(int(s) for s in shape.tolist()), dtype=torch.float32, device=comm_device)
+    return transport.broadcast(embeds, 0)
+
+
+def _prepare_output_dir(cfg: EngineConfig) -> Path:
+    out = Path(cfg.output.dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.output.overwrite and not cfg.resume:
+        for name in OUTPUT_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "video.parts", ignore_errors=True)
+    return out
+
+
+def worker_main(ctx: WorkerContext, cfg: EngineConfig) -> dict:
+    """Run this rank's part of the job; rank 0 returns (and writes) the report."""
+    t_start = time.time()
+    if cfg.parallel.threads:
+        torch.set_num_threads(cfg.parallel.threads)
+    info = read_model_info(cfg.model.name, cfg.model.path, cfg.model.init_seed)
+    cfg = resolve_config(cfg, info)
+    job = JobLayout(cfg, info)
+    device = pick_device(cfg.model.device, ctx.local_rank)
+    dtype = pick_dtype(cfg.model.dtype, device)
+    transport = _init_group(ctx, cfg, device)
+    try:
+        return _run(ctx, cfg, job, device, dtype, transport, t_start)
+    finally:
+        if transport is not None and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_start: float) -> dict:
+    timeline = Timeline(ctx.rank, enabled=True)
+    layers = job.stage_layers[ctx.rank]
+    t0 = time.time()
+    stage = build_stage(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)
+    attn_name = str(cfg.attention.get("backend", "dense"))
+    stage.install_attention(lambda layer: build_backend(attn_name, cfg.attention))
+    scheduler = load_scheduler(job.info, cfg.schedule.flow_shift)
+    scheduler.set_timesteps(job.plan.steps, device="cpu")
+    load_s = time.time() - t0
+    t0 = time.time()
+    embeds = _text_embeds(job, ctx, transport, device)
+    encode_s = time.time() - t0
+    runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device)
+    engine = PipelineEngine(job, runner, ctx.rank, ctx.world_size, transport, timeline)
+    param_bytes = sum(p.numel() * p.element_size() for p in stage.parameters())
+    if ctx.rank != 0:
+        engine.run_relay()
+        _gather(
+            ctx,
+            transport,
+            timeline.to_dict(layers) | {"param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes()},
+        )
+        return {"rank": ctx.rank}
+    out_dir = _prepare_output_dir(cfg)
+    t0 = time.time()
+    codec = load_codec(job.info, device) if cfg.output.video else None
+    load_s += time.time() - t0
+    h, w = job.latent_hw
+    geo = job.geometry
+    noise = CoordinatedNoise(
+        cfg.seed,
+        int(job.info.transformer["out_channels"]),
+        geo.block_latents,
+        geo.context_latents,
+        h,
+        w,
+        coordinated=cfg.schedule.coordinated_noise,
+    )
+    queue = BlockQueue(
+        geo,
+        noise,
+        scheduler,
+        scheduler.timesteps,
+        scheduler.sigmas,
+        cfg.schedule.left_context,
+        job.info.prediction,
+        job.info.x0_min_t,
+    )
+    writer = OutputWriter(job, codec, out_dir)
+    progress = Progress(geo.n_blocks, job.frames, enabled=cfg.output.progress)
+    engine.expect_outputs()
+    t0 = time.time()
+    result = engine.run_stage0(queue, writer, progress)
+    render_s = time.time() - t0
+    paths = writer.close()
+    own = timeline.to_dict(layers) | {"param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes()}
+    stages = _gather(ctx, transport, own)
+    report = _report(cfg, job, stages, result, paths, t_start, load_s, encode_s, render_s)
+    write_json_atomic(out_dir / "report.json", report)
+    if cfg.output.trace:
+        write_chrome_trace(stages, out_dir / "trace.json")
+    return report
+
+
+def _gather(ctx: WorkerContext, transport, own: dict) -> list[dict]:
+    if transport is None:
+        return [own]
+    gathered: list = [None] * ctx.world_size if ctx.rank == 0 else None
+    dist.gather_object(own, gathered, dst=0)
+    return gathered or []
+
+
+def _report(cfg, job: JobLayout, stages, result, paths, t_start, load_s, encode_s, render_s) -> dict:
+    geo = job.geometry
+    return {
+        "config": cfg.to_dict(),
+        "model": {
+            "name": job.info.name,
+            "path": str(job.info.path) if job.info.path else None,
+            "layers": job.info.num_layers,
+        },
+        "frames": job.frames,
+        "frames_written": result.frames,
+        "blocks": geo.n_blocks,
+        "latent_frames": geo.total_latents,
+        "block_frame_starts": list(job.block_frame_starts),
+        "plan": {
+            "n_blocks": geo.n_blocks,
+            "steps": job.plan.steps,
+            "block_latents": geo.block_latents,
+            "context_latents": geo.context_latents,
+            "tokens_per_frame": job.tokens_per_frame,
+            "stages": len(stages),
+            "split": [[r.start, r.stop] for r in job.stage_layers],
+            "iterations": len(job.plan.iterations),
+            "passes": len(job.plan.items),
+        },
+        "wall_s": time.time() - t_start,
+        "phases": {
+            "load_s": load_s,
+            "encode_s": encode_s,
+            "render_s": render_s,
+            "denoise_s": render_s - result.decode_s,
+            "decode_s": result.decode_s,
+        },
+        "peak_rss_bytes": stages[0]["peak_rss_bytes"],
+        "stages": [{k: v for k, v in s.items() if k != "spans"} for s in stages],
+        "timeline": {"stages": stages},
+        "per_block": [{"block": k, "finish_s": s} for k, s in enumerate(result.block_seconds)],
+        "outputs": paths,
+    }

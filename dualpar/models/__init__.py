@@ -1,0 +1,1 @@
+"""Model adapters: the diffusers Wan backbone driven from outside, codecs, prompt encoders and presets."""

@@ -1,0 +1,237 @@
+"""Model presets and what a job needs to know about a model before any weights load.
+
+`read_model_info` reads only JSON config files (model_index.json, transformer/, vae/, text_encoder/,
+scheduler/, dualpar.json), so the job can be validated and planned up front; weights are loaded later by
+`dualpar.models.loader`, each rank reading only its own tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from dualpar.errors import ConfigError
+from dualpar.models import tiny
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """Shape facts of the latent codec: channels, strides, and whether latent 0 decodes to a single frame."""
+
+    z_dim: int
+    temporal_stride: int
+    spatial_stride: int
+    causal_first_frame: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything about a model that validation and planning need, read without weights."""
+
+    name: str
+    path: Path | None
+    transformer: dict[str, Any]
+    codec: CodecInfo
+    scheduler_class: str
+    scheduler_config: dict[str, Any]
+    components: dict[str, tuple[str, str]]
+    text_dim: int
+    max_sequence_length: int
+    prediction: str = "flow"  # flow: the DiT returns Wan's flow velocity; x0: it returns the clean sample
+    x0_min_t: float = 0.05
+    defaults: dict[str, Any] = field(default_factory=dict)
+    init_seed: int | None = None  # random-weight presets built in memory
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.transformer["num_layers"])
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        p = self.transformer["patch_size"]
+        return int(p[0]), int(p[1]), int(p[2])
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Height and width must be multiples of this (codec stride x patch size)."""
+        return self.codec.spatial_stride * self.patch_size[1]
+
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        m = self.pixel_multiple
+        return (height // m) * (width // m)
+
+    @property
+    def hidden_dim(self) -> int:
+        return int(self.transformer["num_attention_heads"]) * int(self.transformer["attention_head_dim"])
+
+
+_TINY_DEFAULTS = {
+    "prompt": "a tiny test video",
+    "negative_prompt": "",
+    "frames": 33,
+    "height": 64,
+    "width": 64,
+    "fps": 16,
+    "steps": 4,
+    "block_latents": 2,
+    "context_latents": 1,
+    "guidance": 5.0,
+}
+
+_WAN_DEFAULTS = {
+    "prompt": "A cat walks on the grass, realistic",
+    "negative_prompt": "",
+    "frames": 129,
+    "height": 480,
+    "width": 832,
+    "fps": 16,
+    "steps": 50,
+    "block_latents": 8,
+    "context_latents": 8,
+    "guidance": 5.0,
+}
+
+WAN_PRESETS = {
+    "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
+    "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+}
+BUILTIN_PRESETS = ("tiny", "small")
+PACKAGED_PRESETS = ("toyworld",)
+PRESETS = BUILTIN_PRESETS + PACKAGED_PRESETS + tuple(WAN_PRESETS)
+
+
+def _wan_vae_codec(vae_cfg: dict[str, Any]) -> CodecInfo:
+    down = list(vae_cfg.get("temperal_downsample", [False, True, True]))
+    patch = vae_cfg.get("patch_size") or 1
+    return CodecInfo(
+        z_dim=int(vae_cfg.get("z_dim", 16)),
+        temporal_stride=2 ** sum(bool(d) for d in down),
+        spatial_stride=(2 ** len(down)) * int(patch),
+        causal_first_frame=True,
+    )
+
+
+def builtin_info(name: str, init_seed: int) -> ModelInfo:
+    """The random-weight presets built in memory: `tiny` (tests) and `small` (benchmarks)."""
+    transformer = dict(tiny.TINY_TRANSFORMER if name == "tiny" else tiny.SMALL_TRANSFORMER)
+    return ModelInfo(
+        name=name,
+        path=None,
+        transformer=transformer,
+        codec=_wan_vae_codec(tiny.TINY_VAE),
+        scheduler_class="UniPCMultistepScheduler",
+        scheduler_config=dict(tiny.TINY_SCHEDULER),
+        components={
+            "transformer": ("diffusers", "WanTransformer3DModel"),
+            "vae": ("diffusers", "AutoencoderKLWan"),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "ByT5Tokenizer"),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler"),
+        },
+        text_dim=int(transformer["text_dim"]),
+        max_sequence_length=16,
+        defaults=dict(_TINY_DEFAULTS),
+        init_seed=init_seed,
+    )
+
+
+def packaged_model_dir(name: str) -> Path:
+    """Directory of a model shipped inside the package (dualpar/assets/<name>)."""
+    return Path(str(resources.files("dualpar") / "assets" / name))
+
+
+def _read_json(path: Path, key: str, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(
+            key, f"{path} is missing", f"point {key} at a diffusers-format directory that has {what}"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            key, f"{path} is not valid JSON ({err})", "restore the file from the checkpoint"
+        ) from err
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
+
+
+def _codec_info(root: Path, entry: tuple[str, str], key: str) -> CodecInfo:
+    library, class_name = entry
+    if library == "diffusers":
+        return _wan_vae_codec(_read_json(root / "vae" / "config.json", key, "vae/config.json"))
+    from dualpar.models.components import resolve_component
+
+    codec = resolve_component(library, class_name).from_pretrained(root / "vae")
+    return CodecInfo(codec.z_dim, codec.temporal_stride, codec.spatial_stride, codec.causal_first_frame)
+
+
+def read_directory_info(name: str, root: Path, key: str = "model.path") -> ModelInfo:
+    """Read a diffusers Wan-layout directory's configs (no weights)."""
+    if not root.is_dir():
+        raise ConfigError(key, f"{root} is not a directory", "give the local diffusers checkpoint directory")
+    index = _read_json(root / "model_index.json", key, "model_index.json")
+    components = {k: tuple(v) for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[0]}
+    for needed in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if needed not in components:
+            raise ConfigError(
+                key, f"model_index.json names no {needed}", "use a complete Wan diffusers directory"
+            )
+    transformer = _read_json(root / "transformer" / "config.json", key, "transformer/config.json")
+    if transformer.get("_class_name") != "WanTransformer3DModel":
+        raise ConfigError(
+            key,
+            f"transformer is {transformer.get('_class_name')!r}",
+            "use a WanTransformer3DModel checkpoint",
+        )
+    if not _has_weights(root / "transformer"):
+        raise ConfigError(key, "transformer/ holds no .safetensors weights", "download the full checkpoint")
+    scheduler = _read_json(
+        root / "scheduler" / "scheduler_config.json", key, "scheduler/scheduler_config.json"
+    )
+    extra = json.loads((root / "dualpar.json").read_text()) if (root / "dualpar.json").is_file() else {}
+    defaults = dict(_WAN_DEFAULTS)
+    defaults.update({k: v for k, v in extra.items() if k in _WAN_DEFAULTS})
+    return ModelInfo(
+        name=name,
+        path=root,
+        transformer=transformer,
+        codec=_codec_info(root, components["vae"], key),
+        scheduler_class=str(scheduler["_class_name"]),
+        scheduler_config=scheduler,
+        components=components,
+        text_dim=int(transformer["text_dim"]),
+        max_sequence_length=int(extra.get("max_sequence_length", 512)),
+        prediction=str(extra.get("prediction", "flow")),
+        x0_min_t=float(extra.get("x0_min_t", 0.05)),
+        defaults=defaults,
+    )
+
+
+def read_model_info(name: str, path: str | None, init_seed: int = 0) -> ModelInfo:
+    """Resolve `model=<name>` and `model.path` to a ModelInfo, or raise ConfigError naming the key."""
+    if path:
+        return read_directory_info(name, Path(path).expanduser())
+    if name in BUILTIN_PRESETS:
+        return builtin_info(name, init_seed)
+    if name in PACKAGED_PRESETS:
+        root = packaged_model_dir(name)
+        if not (root / "model_index.json").is_file():
+            raise ConfigError(
+                "model", f"the packaged model {name!r} is missing from this install", "reinstall"
+            )
+        return read_directory_info(name, root, key="model")
+    if name in WAN_PRESETS:
+        raise ConfigError(
+            "model.path",
+            f"model={name} needs its weights, which are not downloaded automatically",
+            f"download {WAN_PRESETS[name]} and pass model.path=<that directory>",
+        )
+    raise ConfigError(
+        "model", f"unknown model {name!r}", f"use one of {', '.join(PRESETS)} or set model.path"
+    )

@@ -1,0 +1,181 @@
+"""diffusers' WanTransformer3DModel driven from outside as embed / a slice of layers / head.
+
+A `WanStage` holds one contiguous range of DiT layers plus only the shared parts its role needs: the
+condition embedder and RoPE on every stage (cheap, recomputed locally so only hidden states travel), the
+patch embedding on the first stage, the output head on the last. It knows nothing about transport.
+
+Self-attention goes through `WindowAttnProcessor`, which implements the feature cache (ALGORITHM.md): the
+raw K/V (before K-norm and RoPE) of the first C own frames of the block this stage processed just before are
+appended to the current block's keys, at window-local RoPE positions P+C .. P+2C-1.
+
+Legend: B batch rows (cond, uncond), S window tokens, K key tokens, D model width, H heads, E head dim,
+C_lat latent channels, F latent frames, h/w latent height/width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.transformers.transformer_wan import (
+    WanRotaryPosEmbed,
+    WanTransformer3DModel,
+    _get_qkv_projections,
+)
+from torch import nn
+
+from dualpar.attention.base import AttentionBackend, AttnCall
+
+
+@dataclass
+class PassContext:
+    """What one block pass tells every self-attention layer of a stage (set before the layers run)."""
+
+    rope_q: tuple[torch.Tensor, torch.Tensor]  # cos/sin for the window's queries [1, S, 1, E]
+    rope_k: tuple[torch.Tensor, torch.Tensor]  # cos/sin for keys incl. cached frames [1, K, 1, E]
+    use_cache: bool  # append the cached right-neighbour K/V
+    capture: slice | None  # token rows whose raw K/V become the cache for the next pass
+    call: AttnCall  # plan coordinates for the attention backend (layer filled per processor)
+    cache_key: str = "cond+uncond"  # one cache per micro-batch kind (cfg_split keeps cond and uncond apart)
+
+
+def _apply_rope(x_BSHE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """diffusers' Wan rotary embedding, unchanged arithmetic."""
+    x1, x2 = x_BSHE.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = cos[..., 0::2], sin[..., 1::2]
+    out = torch.empty_like(x_BSHE)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(x_BSHE)
+
+
+class WindowAttnProcessor:
+    """Wan self-attention with the feature cache and a pluggable attention backend.
+
+    State lives here because diffusers' block forward passes no extra kwargs to processors (FACTS.md).
+    """
+
+    def __init__(self, layer: int, backend: AttentionBackend):
+        self.layer = layer
+        self.backend = backend
+        self.ctx: PassContext | None = None
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def reset_cache(self) -> None:
+        self._cache.clear()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        ctx = self.ctx
+        assert ctx is not None, "WindowAttnProcessor used outside a block pass"
+        q_BSD, k_BSD, v_BSD = _get_qkv_projections(attn, hidden_states, None)
+        cached = self._cache.get(ctx.cache_key) if ctx.use_cache else None
+        if ctx.capture is not None:
+            self._cache[ctx.cache_key] = (k_BSD[:, ctx.capture].clone(), v_BSD[:, ctx.capture].clone())
+        if cached is not None:
+            k_BSD = torch.cat([k_BSD, cached[0]], dim=1)
+            v_BSD = torch.cat([v_BSD, cached[1]], dim=1)
+        q_BSD = attn.norm_q(q_BSD)
+        k_BSD = attn.norm_k(k_BSD)
+        q_BSHE = _apply_rope(q_BSD.unflatten(2, (attn.heads, -1)), *ctx.rope_q)
+        n_keys = k_BSD.shape[1]
+        k_BSHE = _apply_rope(
+            k_BSD.unflatten(2, (attn.heads, -1)), ctx.rope_k[0][:, :n_keys], ctx.rope_k[1][:, :n_keys]
+        )
+        v_BSHE = v_BSD.unflatten(2, (attn.heads, -1))
+        call = AttnCall(
+            layer=self.layer,
+            block=ctx.call.block,
+            step=ctx.call.step,
+            num_steps=ctx.call.num_steps,
+            branches=ctx.call.branches,
+            q_grid=ctx.call.q_grid,
+            kv_grid=(n_keys // (ctx.call.q_grid[1] * ctx.call.q_grid[2]), *ctx.call.q_grid[1:]),
+            seed=ctx.call.seed,
+        )
+        out_BHSE = self.backend(q_BSHE.transpose(1, 2), k_BSHE.transpose(1, 2), v_BSHE.transpose(1, 2), call)
+        out_BSD = out_BHSE.transpose(1, 2).flatten(2, 3).type_as(q_BSD)
+        out_BSD = attn.to_out[0](out_BSD)
+        return attn.to_out[1](out_BSD)
+
+
+class WanStage(nn.Module):
+    """One contiguous slice of a Wan DiT's layers plus the shared parts its pipeline role needs."""
+
+    def __init__(self, config: dict, layers: range, first: bool, last: bool):
+        super().__init__()
+        self.config = dict(config)
+        self.layer_ids = layers
+        self.first = first
+        self.last = last
+        with torch.device("meta"):
+            full = WanTransformer3DModel.from_config(config)
+        self.condition_embedder = full.condition_embedder
+        self.blocks = nn.ModuleDict({str(i): full.blocks[i] for i in layers})
+        if first:
+            self.patch_embedding = full.patch_embedding
+        if last:
+            self.norm_out = full.norm_out
+            self.proj_out = full.proj_out
+            self.scale_shift_table = full.scale_shift_table
+        head_dim = int(config["attention_head_dim"])
+        self.rope = WanRotaryPosEmbed(
+            head_dim, tuple(config["patch_size"]), int(config.get("rope_max_seq_len", 1024))
+        )
+        self.processors: list[WindowAttnProcessor] = []
+
+    def owned_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes this stage needs, matching the full model's checkpoint keys."""
+        prefixes = ["condition_embedder."] + [f"blocks.{i}." for i in self.layer_ids]
+        if self.first:
+            prefixes.append("patch_embedding.")
+        if self.last:
+            prefixes += ["norm_out.", "proj_out.", "scale_shift_table"]
+        return tuple(prefixes)
+
+    def install_attention(self, make_backend) -> None:
+        """Route every self-attention through a WindowAttnProcessor using `make_backend(layer)`."""
+        self.processors = []
+        for i in self.layer_ids:
+            proc = WindowAttnProcessor(i, make_backend(i))
+            self.blocks[str(i)].attn1.set_processor(proc)
+            self.processors.append(proc)
+
+    def reset_cache(self) -> None:
+        for proc in self.processors:
+            proc.reset_cache()
+
+    def rope_tables(self, frames: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE cos/sin for a latent grid of `frames` x h x w (window-local positions from 0)."""
+        return self.rope(torch.empty((1, 1, frames, h, w), device="meta"))
+
+    def conditions(self, timestep_B: torch.Tensor, text_BLD: torch.Tensor):
+        """(temb, timestep_proj [B, 6, D], projected text) exactly as WanTransformer3DModel.forward."""
+        temb, timestep_proj, text_proj, _ = self.condition_embedder(
+            timestep_B, text_BLD, None, timestep_seq_len=None
+        )
+        return temb, timestep_proj.unflatten(1, (6, -1)), text_proj
+
+    def embed(self, x_BCFHW: torch.Tensor) -> torch.Tensor:
+        hidden = self.patch_embedding(x_BCFHW)
+        return hidden.flatten(2).transpose(1, 2).contiguous()
+
+    def run_layers(self, hidden_BSD, text_proj, timestep_proj, ctx: PassContext) -> torch.Tensor:
+        for proc in self.processors:
+            proc.ctx = ctx
+        for i in self.layer_ids:
+            hidden_BSD = self.blocks[str(i)](hidden_BSD, text_proj, timestep_proj, None)
+        for proc in self.processors:
+            proc.ctx = None
+        return hidden_BSD
+
+    def head(self, hidden_BSD: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Output norm, projection and unpatchify -> [B, C_lat, F, h, w] (model dtype)."""
+        shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        hidden = (self.norm_out(hidden_BSD.float()) * (1 + scale) + shift).type_as(hidden_BSD)
+        hidden = self.proj_out(hidden)
+        p_t, p_h, p_w = self.config["patch_size"]
+        f, h, w = grid
+        b = hidden.shape[0]
+        hidden = hidden.reshape(b, f // p_t, h // p_h, w // p_w, p_t, p_h, p_w, -1)
+        hidden = hidden.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return hidden.flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -1,0 +1,65 @@
+"""Stage 0's output side: finished blocks are decoded as a stream and written as they leave the queue.
+
+Frame accounting lives here: the codec decodes every latent the blocks own, and the writer keeps exactly the
+`frames` the user asked for. Nothing holds more than one block of frames at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dualpar.job import JobLayout
+from dualpar.models.codec import to_uint8_frames
+from dualpar.sinks.latents import LatentsWriter
+from dualpar.sinks.mp4 import Mp4SegmentSink
+from dualpar.sinks.preview import PreviewCollector
+
+
+class OutputWriter:
+    """Decodes finished blocks and feeds the mp4, preview and latents sinks of one job."""
+
+    def __init__(self, job: JobLayout, codec, out_dir: Path):
+        self.job = job
+        self.out_dir = out_dir
+        out = job.cfg.output
+        self.codec = codec if out.video else None
+        self.decoder = codec.stream_decoder() if self.codec is not None else None
+        self.frames_written = 0
+        self.sink = self.preview = self.latents = None
+        h, w = job.latent_hw
+        if out.video:
+            assert job.cfg.height is not None and job.cfg.width is not None and out.fps is not None
+            self.sink = Mp4SegmentSink(
+                out_dir, fps=out.fps, width=job.cfg.width, height=job.cfg.height, total_frames=job.frames
+            )
+            self.preview = PreviewCollector(job.frames) if out.preview else None
+        if out.latents:
+            shape = (1, job.info.codec.z_dim, job.geometry.total_latents, h, w)
+            self.latents = LatentsWriter(out_dir / "latents.safetensors", shape)
+
+    def write_block(self, block: int, latents_BCFHW: torch.Tensor) -> int:
+        """Write one finished block; returns how many video frames it added."""
+        if self.latents is not None:
+            self.latents.write_frames(self.job.geometry.own_range(block).start, latents_BCFHW)
+        if self.decoder is None:
+            return 0
+        frames = to_uint8_frames(self.decoder.decode(latents_BCFHW))
+        frames = frames[: max(0, self.job.frames - self.frames_written)]
+        if len(frames):
+            self.sink.write_block(block, frames)
+            if self.preview is not None:
+                self.preview.offer(self.frames_written, frames)
+        self.frames_written += len(frames)
+        return len(frames)
+
+    def close(self) -> dict[str, str]:
+        paths: dict[str, str] = {}
+        if self.latents is not None:
+            paths["latents"] = str(self.latents.close())
+        if self.sink is not None:
+            paths["video"] = str(self.sink.close())
+            if self.preview is not None:
+                paths["preview"] = str(self.preview.save(self.out_dir / "preview.png"))
+        return paths

@@ -1,0 +1,100 @@
+"""The job's plan, explained before any weights load: layers per stage, blocks in flight, idle estimate,
+per-stage memory. `plan_only=true` prints it and exits; impossible plans were already rejected by validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dualpar.job import JobLayout
+from dualpar.models.loader import pick_device, pick_dtype
+from dualpar.schedule.blockwise import idle_fraction_estimate
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    stage: int
+    layers: range
+    param_bytes: int
+    activation_bytes: int
+    cache_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.param_bytes + self.activation_bytes + self.cache_bytes
+
+
+def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
+    """(per-layer, shared-conditions, first-only, last-only) parameter counts, from the config on meta."""
+    from diffusers import WanTransformer3DModel
+
+    with torch.device("meta"):
+        model = WanTransformer3DModel.from_config(job.info.transformer)
+
+    def count(m) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    last = count(model.norm_out) + count(model.proj_out) + model.scale_shift_table.numel()
+    return count(model.blocks[0]), count(model.condition_embedder), count(model.patch_embedding), last
+
+
+def estimate_stages(job: JobLayout) -> list[StageEstimate]:
+    device = pick_device(job.cfg.model.device)
+    elem = torch.finfo(pick_dtype(job.cfg.model.dtype, device)).bits // 8
+    per_layer, shared, first, last = _param_counts(job)
+    geo = job.geometry
+    tokens = geo.window_latents * job.tokens_per_frame
+    width = job.info.hidden_dim
+    batch = len(job.branches)
+    in_flight = min(job.plan.max_in_flight, len(job.stage_layers))
+    out = []
+    for j, layers in enumerate(job.stage_layers):
+        params = (
+            per_layer * len(layers)
+            + shared
+            + (first if j == 0 else 0)
+            + (last if j == len(job.stage_layers) - 1 else 0)
+        )
+        # hidden states of the passes buffered on this stage plus one pass's working set (about 8 widths per token)
+        act = batch * tokens * width * elem * (in_flight + 8)
+        cache = 2 * batch * geo.context_latents * job.tokens_per_frame * width * elem * len(layers)
+        out.append(StageEstimate(j, layers, params * elem, act, cache))
+    return out
+
+
+def plan_warnings(job: JobLayout) -> list[str]:
+    stages = len(job.stage_layers)
+    warnings = []
+    if job.plan.max_in_flight < stages:
+        warnings.append(
+            f"only {job.plan.max_in_flight} blocks are in flight for {stages} stages: stages will idle; "
+            "use fewer stages, more steps, or a longer video (more blocks)"
+        )
+    return warnings
+
+
+def describe_plan(job: JobLayout) -> str:
+    geo, plan = job.geometry, job.plan
+    stages = len(job.stage_layers)
+    idle = idle_fraction_estimate(stages, plan.steps, geo.n_blocks)
+    lines = [
+        f"dualpar plan: model={job.info.name} ({job.info.num_layers} layers) {job.cfg.width}x{job.cfg.height}, "
+        f"{job.frames} frames",
+        f"  blocks: n={geo.n_blocks} (P={geo.block_latents}, C={geo.context_latents}, "
+        f"{geo.total_latents} latent frames), steps T={plan.steps}, iterations {len(plan.iterations)}, "
+        f"passes {len(plan.items)}",
+        f"  window: {geo.window_latents} latent frames x {job.tokens_per_frame} tokens/frame, "
+        f"batch {len(job.branches)} ({'+'.join(job.branches)})",
+        f"  stages: {stages}, blocks in flight: {plan.max_in_flight}, estimated idle fraction: {idle:.3f}",
+    ]
+    for est in estimate_stages(job):
+        lines.append(
+            f"  stage {est.stage}: layers {est.layers.start}..{est.layers.stop - 1} "
+            f"({len(est.layers)}), memory ~{est.total_bytes / 2**20:.1f} MiB "
+            f"(weights {est.param_bytes / 2**20:.1f}, activations {est.activation_bytes / 2**20:.1f}, "
+            f"feature cache {est.cache_bytes / 2**20:.1f})"
+        )
+    lines += [f"  warning: {w}" for w in plan_warnings(job)]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""Per-pass compute of one pipeline stage: conditions, embedding, its layers, head and guidance.
+
+The same code runs on every stage; which parts run depends on the stage's role. Inputs per pass come from
+the shared plan (block, step) and the broadcast text embeddings, so stages never exchange anything but
+hidden states (stage j -> j+1) and the guided output of the block's own frames (last stage -> stage 0).
+
+Legend: B batch rows (cond[, uncond]), S window tokens, D width, C_lat latent channels, F frames.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dualpar.attention.base import AttnCall
+from dualpar.job import JobLayout
+from dualpar.models.wan import PassContext, WanStage
+from dualpar.schedule.blockwise import WorkItem
+
+
+class StageRunner:
+    """Runs block passes through one WanStage."""
+
+    def __init__(
+        self,
+        stage: WanStage,
+        job: JobLayout,
+        text_embeds_NLD: torch.Tensor,
+        timesteps: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
+        self.stage = stage
+        self.job = job
+        self.dtype = dtype
+        self.device = device
+        self.text_embeds = text_embeds_NLD.to(device=device, dtype=dtype)
+        self.timesteps = timesteps
+        geo = job.geometry
+        h, w = job.latent_hw
+        self.q_grid = (geo.window_latents, h, w)
+        self.rope_q = tuple(t.to(device) for t in stage.rope_tables(geo.window_latents, h, w))
+        self.rope_k = tuple(
+            t.to(device) for t in stage.rope_tables(geo.window_latents + geo.context_latents, h, w)
+        )
+        self.use_cache = job.cfg.schedule.feature_cache and geo.context_latents > 0
+
+    @property
+    def batch(self) -> int:
+        return len(self.job.branches)
+
+    def hidden_shape(self) -> tuple[int, int, int]:
+        """Shape of the hidden states that travel between stages (static for the whole job)."""
+        return self.batch, self.q_grid[0] * self.job.tokens_per_frame, self.stage_width
+
+    @property
+    def stage_width(self) -> int:
+        return self.job.info.hidden_dim
+
+    def output_shape(self) -> tuple[int, int, int, int, int]:
+        """Shape of the returned own-frame output buffer (block 0's P+C frames is the largest)."""
+        h, w = self.job.latent_hw
+        return 1, int(self.job.info.transformer["out_channels"]), self.q_grid[0], h, w
+
+    def _context(self, item: WorkItem) -> PassContext:
+        tpf = self.job.tokens_per_frame
+        geo = self.job.geometry
+        off = geo.own_offset(item.block)
+        capture = slice(off * tpf, (off + geo.context_latents) * tpf) if self.use_cache else None
+        call = AttnCall(
+            layer=-1,
+            block=item.block,
+            step=item.step,
+            num_steps=self.job.plan.steps,
+            branches=self.job.branches,
+            q_grid=self.q_grid,
+            kv_grid=self.q_grid,
+            seed=self.job.cfg.seed,
+        )
+        return PassContext(
+            self.rope_q, self.rope_k, use_cache=self.use_cache and item.has_right, capture=capture, call=call
+        )
+
+    def _conditions(self, item: WorkItem):
+        rows = [self.job.block_text[item.block]]
+        if self.job.use_cfg:
+            rows.append(self.job.negative_text_index)
+        text = self.text_embeds[rows]
+        timestep = self.timesteps[item.step].expand(len(rows)).to(self.device)
+        return self.stage.conditions(timestep, text)
+
+    @torch.no_grad()
+    def forward(self, item: WorkItem, x: torch.Tensor) -> torch.Tensor:
+        """One pass: stage input (window latents on the first stage, hidden states otherwise) -> stage output
+        (hidden states, or on the last stage the guided output of the block's own frames, float32)."""
+        temb, timestep_proj, text_proj = self._conditions(item)
+        if self.stage.first:
+            window = x.to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1, -1, -1)
+            hidden = self.stage.embed(window)
+        else:
+            hidden = x
+        hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item))
+        if not self.stage.last:
+            return hidden
+        out = self.stage.head(hidden, temb, self.q_grid)
+        if self.job.use_cfg:
+            cond, uncond = out[0:1], out[1:2]
+            out = uncond + self.job.cfg.schedule.guidance * (cond - uncond)
+        geo = self.job.geometry
+        off = geo.own_offset(item.block)
+        return out[:, :, off : off + len(geo.own_range(item.block))].float()

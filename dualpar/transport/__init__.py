@@ -1,0 +1,1 @@
+"""Tensor transport between pipeline stages (torch.distributed point-to-point)."""

@@ -1,0 +1,196 @@
+"""Fill model defaults into a job and reject every impossible option before any weights load.
+
+Each error names the config key and the fix (`ConfigError`); the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from dualpar.config import JOBS, LAUNCHERS, LEFT_CONTEXT, SPLIT_MODES, EngineConfig, PromptSegment
+from dualpar.errors import ConfigError
+from dualpar.models.registry import ModelInfo
+
+OUTPUT_FILES = ("video.mp4", "latents.safetensors", "report.json", "preview.png", "trace.json")
+
+
+def resolve_config(cfg: EngineConfig, info: ModelInfo) -> EngineConfig:
+    """Replace every None with the model's default, giving a fully concrete config."""
+    d = info.defaults
+    sched = cfg.schedule
+    sched = dataclasses.replace(
+        sched,
+        steps=d["steps"] if sched.steps is None else sched.steps,
+        block_latents=d["block_latents"] if sched.block_latents is None else sched.block_latents,
+        context_latents=d["context_latents"] if sched.context_latents is None else sched.context_latents,
+        guidance=d["guidance"] if sched.guidance is None else sched.guidance,
+    )
+    output = cfg.output
+    if output.fps is None:
+        output = dataclasses.replace(output, fps=int(d["fps"]))
+    return dataclasses.replace(
+        cfg,
+        prompt=cfg.prompt or (PromptSegment(0, d["prompt"]),),
+        negative_prompt=d["negative_prompt"] if cfg.negative_prompt is None else cfg.negative_prompt,
+        frames=d["frames"] if cfg.frames is None else cfg.frames,
+        height=d["height"] if cfg.height is None else cfg.height,
+        width=d["width"] if cfg.width is None else cfg.width,
+        schedule=sched,
+        output=output,
+    )
+
+
+def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
+    """Raise ConfigError for the first impossible or inconsistent option of a resolved config."""
+    _check_choices(cfg)
+    _check_prompt(cfg)
+    _check_geometry(cfg, info)
+    _check_schedule(cfg, info)
+    _check_parallel(cfg, info)
+    _check_output(cfg)
+
+
+def _check_choices(cfg: EngineConfig) -> None:
+    if cfg.job not in JOBS:
+        raise ConfigError("job", f"unknown job {cfg.job!r}", f"use one of {', '.join(JOBS)}")
+    if cfg.launcher not in LAUNCHERS:
+        raise ConfigError(
+            "launcher", f"unknown launcher {cfg.launcher!r}", f"use one of {', '.join(LAUNCHERS)}"
+        )
+    if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(
+            "model.dtype", f"unknown dtype {cfg.model.dtype!r}", "use auto, float32, bfloat16 or float16"
+        )
+    if cfg.model.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError("model.device", f"unknown device {cfg.model.device!r}", "use auto, cpu or cuda")
+
+
+def _check_prompt(cfg: EngineConfig) -> None:
+    if not cfg.prompt:
+        raise ConfigError("prompt", "is empty", 'give prompt="..." or a list of {frame, text}')
+    for i, seg in enumerate(cfg.prompt):
+        if not seg.text.strip():
+            key = "prompt" if len(cfg.prompt) == 1 else f"prompt[{i}].text"
+            raise ConfigError(key, "is empty", "describe the video in words")
+    if cfg.prompt[0].frame != 0:
+        raise ConfigError(
+            "prompt[0].frame", f"is {cfg.prompt[0].frame}", "the first timeline entry must start at frame 0"
+        )
+    frames = [s.frame for s in cfg.prompt]
+    if len(set(frames)) != len(frames):
+        raise ConfigError(
+            "prompt", "has two entries at the same frame", "give each timeline entry its own frame"
+        )
+    assert cfg.frames is not None
+    if frames[-1] >= cfg.frames:
+        raise ConfigError(
+            f"prompt[{len(frames) - 1}].frame",
+            f"is {frames[-1]}, past the video's {cfg.frames} frames",
+            f"use a frame below {cfg.frames}",
+        )
+
+
+def _check_geometry(cfg: EngineConfig, info: ModelInfo) -> None:
+    assert cfg.frames is not None and cfg.height is not None and cfg.width is not None
+    if cfg.frames < 1:
+        raise ConfigError("frames", f"is {cfg.frames}", "ask for at least 1 frame")
+    m = info.pixel_multiple
+    for key, value in (("height", cfg.height), ("width", cfg.width)):
+        if value < m or value % m:
+            lo, hi = max(m, value // m * m), (value // m + 1) * m
+            raise ConfigError(
+                key, f"{value} is not a positive multiple of {m} (VAE stride x patch)", f"use {lo} or {hi}"
+            )
+    if cfg.output.fps is None or cfg.output.fps < 1:
+        raise ConfigError("output.fps", f"is {cfg.output.fps}", "use a positive frame rate such as 16")
+
+
+def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
+    s = cfg.schedule
+    assert s.steps is not None and s.block_latents is not None and s.context_latents is not None
+    if s.steps < 1:
+        raise ConfigError("schedule.steps", f"is {s.steps}", "use at least 1 denoising step")
+    if s.block_latents < 1:
+        raise ConfigError(
+            "schedule.block_latents", f"is {s.block_latents}", "use at least 1 latent frame per block"
+        )
+    if not 0 <= s.context_latents <= s.block_latents:
+        raise ConfigError(
+            "schedule.context_latents",
+            f"C={s.context_latents} is outside [0, P={s.block_latents}]",
+            f"use 0 <= schedule.context_latents <= {s.block_latents}",
+        )
+    if s.left_context not in LEFT_CONTEXT:
+        raise ConfigError("schedule.left_context", f"is {s.left_context!r}", "use ahead or same")
+    if s.guidance is None or s.guidance < 0:
+        raise ConfigError("schedule.guidance", f"is {s.guidance}", "use a scale >= 0 (1 disables guidance)")
+    rope_len = int(info.transformer.get("rope_max_seq_len", 1024))
+    key_frames = s.block_latents + 2 * s.context_latents
+    if key_frames > rope_len:
+        raise ConfigError(
+            "schedule.block_latents",
+            f"P+2C={key_frames} latent frames exceed the model's RoPE table ({rope_len})",
+            "use a smaller block_latents or context_latents",
+        )
+
+
+def _check_parallel(cfg: EngineConfig, info: ModelInfo) -> None:
+    p = cfg.parallel
+    if p.stages < 1:
+        raise ConfigError("parallel.stages", f"is {p.stages}", "use at least 1 stage")
+    if p.stages > info.num_layers:
+        raise ConfigError(
+            "parallel.stages",
+            f"{p.stages} stages for a model of {info.num_layers} layers",
+            f"use at most {info.num_layers} stages (each stage needs at least one layer)",
+        )
+    if p.split_mode not in SPLIT_MODES:
+        raise ConfigError("parallel.split_mode", f"is {p.split_mode!r}", "use even or cost_aware")
+    if p.split is not None and (
+        len(p.split) != p.stages or any(n < 1 for n in p.split) or sum(p.split) != info.num_layers
+    ):
+        raise ConfigError(
+            "parallel.split",
+            f"{list(p.split)} does not give {p.stages} stages >= 1 layer summing to {info.num_layers}",
+            f"list {p.stages} positive layer counts that sum to {info.num_layers}",
+        )
+    if p.timeout_s <= 0:
+        raise ConfigError("parallel.timeout_s", f"is {p.timeout_s}", "use a positive number of seconds")
+    if p.max_sends_in_flight < 1:
+        raise ConfigError("parallel.max_sends_in_flight", f"is {p.max_sends_in_flight}", "use at least 1")
+    if cfg.launcher == "local" and p.stages > 1:
+        raise ConfigError(
+            "launcher",
+            f"launcher=local runs one process but parallel.stages={p.stages}",
+            "use launcher=spawn (one machine), torchrun or ray",
+        )
+
+
+def _check_output(cfg: EngineConfig) -> None:
+    o = cfg.output
+    if not o.video and not o.latents:
+        raise ConfigError(
+            "output.video",
+            "output.video=false and output.latents=false write nothing",
+            "set output.video=true or output.latents=true",
+        )
+    out = Path(o.dir).expanduser()
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            "output.dir",
+            f"{out} cannot be created or written ({probe} is not writable)",
+            "choose a writable directory",
+        )
+    if out.is_dir() and not o.overwrite and not cfg.resume:
+        existing = [name for name in OUTPUT_FILES if (out / name).exists()]
+        if existing:
+            raise ConfigError(
+                "output.dir",
+                f"{out} already holds {', '.join(existing)} from a previous run",
+                "choose another output.dir, or set output.overwrite=true to replace them",
+            )
