@@ -46,7 +46,8 @@ def _check_explicit(num_layers: int, stages: int, split: Sequence[int]) -> list[
     counts = [int(c) for c in split]
     if len(counts) != stages:
         raise ValueError(
-            f"parallel.split has {len(counts)} entries but parallel.stages={stages}; give one layer count per stage"
+            f"parallel.split has {len(counts)} entries but parallel.stages={stages}; "
+            "give one layer count per stage"
         )
     if any(c < 1 for c in counts):
         raise ValueError(f"parallel.split={counts}: every stage needs at least 1 layer")

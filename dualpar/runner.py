@@ -37,7 +37,8 @@ class StageRunner:
         self.timesteps = timesteps
         geo = job.geometry
         h, w = job.latent_hw
-        self.q_grid = (geo.window_latents, h, w)
+        _, ph, pw = job.info.patch_size
+        self.q_grid = (geo.window_latents, h // ph, w // pw)  # token grid after patchify
         self.rope_q = tuple(t.to(device) for t in stage.rope_tables(geo.window_latents, h, w))
         self.rope_k = tuple(
             t.to(device) for t in stage.rope_tables(geo.window_latents + geo.context_latents, h, w)
@@ -92,6 +93,9 @@ class StageRunner:
     def forward(self, item: WorkItem, x: torch.Tensor) -> torch.Tensor:
         """One pass: stage input (window latents on the first stage, hidden states otherwise) -> stage output
         (hidden states, or on the last stage the guided output of the block's own frames, float32)."""
+        if not item.has_right:  # the tail opens an iteration: the feature cache starts empty
+            for proc in self.stage.processors:
+                proc.backend.begin_iteration()
         temb, timestep_proj, text_proj = self._conditions(item)
         if self.stage.first:
             window = x.to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1, -1, -1)
@@ -101,7 +105,7 @@ class StageRunner:
         hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item))
         if not self.stage.last:
             return hidden
-        out = self.stage.head(hidden, temb, self.q_grid)
+        out = self.stage.head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))
         if self.job.use_cfg:
             cond, uncond = out[0:1], out[1:2]
             out = uncond + self.job.cfg.schedule.guidance * (cond - uncond)

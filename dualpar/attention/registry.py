@@ -11,6 +11,8 @@ from dualpar.attention.base import AttentionBackend
 # name -> "module:factory"; a factory takes the attention config (a mapping or dataclass) and returns a backend.
 _BACKENDS: dict[str, str] = {
     "dense": "dualpar.attention.dense:DenseAttention",
+    "clustered": "dualpar.attention.clustered:build",
+    "sliding_tile": "dualpar.attention.sliding_tile:build",
 }
 
 

@@ -1,0 +1,25 @@
+"""Turn the job's `attention` config into one backend per DiT layer (what each stage installs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dualpar.attention.base import AttentionBackend
+
+
+def attention_factory(attention: Mapping[str, Any]) -> Callable[[int], AttentionBackend]:
+    """`attention.backend` picks the backend; the other keys are its options (dualpar.attention.config)."""
+    name = str(attention.get("backend", "dense"))
+    if name == "dense":
+        from dualpar.attention.dense import DenseAttention
+
+        return lambda layer: DenseAttention()
+    from dualpar.attention.config import AttentionConfig
+    from dualpar.attention.registry import build_backend
+
+    options = {k: v for k, v in attention.items() if k != "backend"}
+    cfg = AttentionConfig(**options) if "backend" not in AttentionConfig.__dataclass_fields__ else AttentionConfig(
+        backend=name, **options
+    )
+    return lambda layer: build_backend(name, cfg)
