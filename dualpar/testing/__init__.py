@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: tiny checkpoints, the diffusers oracle, spawning rank groups."""

@@ -1,0 +1,22 @@
+"""Write a tiny random-weight Wan pipeline as a diffusers directory: `python tools/make_tiny_checkpoint.py OUT`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dualpar.testing.tiny_checkpoint import write_tiny_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path, help="directory to create")
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    parser.add_argument("--init-seed", type=int, default=0)
+    args = parser.parse_args()
+    path = write_tiny_checkpoint(args.out, args.preset, args.init_seed)
+    print(f"wrote {path} (load it with model.path={path})")
+
+
+if __name__ == "__main__":
+    main()
