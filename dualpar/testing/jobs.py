@@ -15,6 +15,8 @@ def compose(overrides: list[str]) -> dict:
     from hydra import initialize_config_module
     from omegaconf import OmegaConf
 
+    if not any(o.startswith(("model=", "model.path=")) for o in overrides):
+        overrides = ["model=tiny", *overrides]  # tests run the tiny preset unless they name a model
     with initialize_config_module(config_module="dualpar.conf", version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides)
     raw = OmegaConf.to_container(cfg, resolve=True)

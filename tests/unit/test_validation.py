@@ -80,10 +80,10 @@ def test_previous_outputs_are_kept_unless_overwrite(tmp_path, capsys):
 
 def test_cli_process_exit_code_and_plan_only(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    bad = subprocess.run([sys.executable, "-m", "dualpar.cli", "height=100", f"output.dir={tmp_path}"],
+    bad = subprocess.run([sys.executable, "-m", "dualpar.cli", "model=tiny", "height=100", f"output.dir={tmp_path}"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "height: 100 is not a positive multiple of 16" in bad.stderr
-    ok = subprocess.run([sys.executable, "-m", "dualpar.cli", "plan_only=true", "frames=129", "parallel.stages=3",
+    ok = subprocess.run([sys.executable, "-m", "dualpar.cli", "model=tiny", "plan_only=true", "frames=129", "parallel.stages=3",
                          "launcher=spawn", f"output.dir={tmp_path}"], capture_output=True, text=True, env=env,
                         timeout=120)
     assert ok.returncode == 0, ok.stderr

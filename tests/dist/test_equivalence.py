@@ -1,0 +1,100 @@
+"""N pipeline stages give the same latents (torch.equal) as one stage, for every launcher and both
+left-context modes, on CPU in float32 with one thread per process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dualpar.cli import prepare
+from dualpar.sinks.probe import read_frames
+from dualpar.testing.jobs import compose, load_latents, render
+from dualpar.testing.multi import spawn_jobs
+
+BASE = ["frames=45", "schedule.steps=3", "output.latents=true", "parallel.threads=1", "parallel.timeout_s=120"]
+
+
+def _reference(tmp_path, name, extra):
+    out = tmp_path / f"ref-{name}"
+    render(out, [*BASE, *extra, "output.video=false"])
+    return load_latents(out)
+
+
+def _configs(tmp_path, stages, variants):
+    cfgs = []
+    for name, extra in variants:
+        over = [
+            *BASE,
+            *extra,
+            f"parallel.stages={stages}",
+            "launcher=spawn",
+            f"output.dir={tmp_path / f'{stages}-{name}'}",
+            "output.progress=false",
+        ]
+        cfgs.append(prepare(compose(over))[0])
+    return cfgs
+
+
+CASES = {
+    2: [("ahead", ["output.video=true"]), ("same", ["schedule.left_context=same", "output.video=false"])],
+    3: [
+        ("ahead", ["output.video=false"]),
+        ("uneven", ["parallel.split=[2,1,1]", "output.video=false"]),
+        ("same", ["schedule.left_context=same", "output.video=false"]),
+    ],
+    4: [("ahead", ["output.video=false"]), ("same", ["schedule.left_context=same", "output.video=false"])],
+}
+MODE = {"ahead": [], "uneven": [], "same": ["schedule.left_context=same"]}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("stages", [2, 3, 4])
+def test_stages_bit_identical_to_one_stage(tmp_path, stages):
+    variants = CASES[stages]
+    reports = spawn_jobs(_configs(tmp_path, stages, variants))
+    for (name, _), report in zip(variants, reports):
+        ref = _reference(tmp_path, name, MODE[name])
+        got = load_latents(tmp_path / f"{stages}-{name}")
+        assert report["plan"]["stages"] == stages
+        assert torch.equal(got, ref), f"{stages} stages, {name}: max diff {(got - ref).abs().max()}"
+        busy = [s["busy_fraction"] for s in report["stages"]]
+        assert len(busy) == stages and all(0 < b <= 1 for b in busy)
+        if name == "uneven":
+            assert report["plan"]["split"] == [[0, 2], [2, 3], [3, 4]]
+    if stages == 2:  # decoded frames equal the single-stage render's
+        render(tmp_path / "ref-video", [*BASE, "output.video=true"])
+        assert (
+            read_frames(tmp_path / "2-ahead" / "video.mp4") == read_frames(tmp_path / "ref-video" / "video.mp4")
+        ).all()
+
+
+@pytest.mark.timeout(600)
+def test_torchrun_launcher_bit_identical(tmp_path):
+    out = tmp_path / "torchrun"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "dualpar.cli",
+        "model=tiny",
+        *BASE,
+        "output.video=false",
+        "launcher=torchrun",
+        "parallel.stages=2",
+        f"output.dir={out}",
+        "output.trace=true",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.equal(load_latents(out), _reference(tmp_path, "ahead", []))
+    trace = (out / "trace.json").read_text()
+    assert '"tid": 1' in trace and '"name": "compute"' in trace
