@@ -196,7 +196,10 @@ def read_directory_info(name: str, root: Path, key: str = "model.path") -> Model
     )
     extra = json.loads((root / "dualpar.json").read_text()) if (root / "dualpar.json").is_file() else {}
     defaults = dict(_WAN_DEFAULTS)
-    defaults.update({k: v for k, v in extra.items() if k in _WAN_DEFAULTS})
+    for key, value in extra.items():
+        name = key.removeprefix("default_")  # dualpar.json may say "default_prompt" or "prompt"
+        if name in _WAN_DEFAULTS:
+            defaults[name] = value
     return ModelInfo(
         name=name,
         path=root,
