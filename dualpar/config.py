@@ -74,14 +74,31 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 0  # iterations between checkpoints (0: only on SIGTERM/SIGINT)
-    dir: str | None = None  # default: <output.dir>/checkpoint
+    every: int = 0  # iterations between checkpoints (0: only on SIGTERM/SIGINT or a STOP file)
+    dir: str | None = None  # default: <output.dir>/checkpoint (must be shared storage for multi-node restarts)
+    keep: int = 2  # newest checkpoints kept on disk while rendering (all are removed when the job finishes)
 
 
 @dataclass(frozen=True)
 class DebugConfig:
-    kill_rank: int | None = None  # fault injection: this rank hard-exits once ...
-    kill_at_iteration: int | None = None  # ... when it reaches this iteration
+    kill_rank: int | None = None  # fault injection: this rank SIGKILLs itself once (a marker in the
+    kill_at_iteration: int | None = None  # checkpoint dir remembers it across restarts) at this iteration
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Options of launcher=ray: where the cluster is, what each stage actor reserves, how often to restart."""
+
+    address: str | None = None  # null: start a local Ray cluster for this run; auto: join the running one
+    num_cpus: int | None = None  # local cluster only: CPUs it offers (null: every core)
+    num_gpus: int | None = None  # local cluster only: GPUs it offers (null: detected)
+    cpus_per_stage: float | None = None  # CPUs each stage actor reserves (null: 1 with a GPU, else 0.5)
+    gpus_per_stage: float | None = None  # GPUs per stage actor (null: 1 if the cluster has GPUs and
+    # model.device is not cpu, else 0)
+    placement: str = "auto"  # auto (STRICT_PACK if one node fits every stage, else PACK) | STRICT_PACK | PACK
+    rendezvous: str = "auto"  # auto (file:// when every stage is on the driver's node, else env://) | file | env
+    max_restarts: int = 2  # times a failed group is torn down and restarted from the last checkpoint
+    ready_timeout_s: float = 600.0  # wait this long for the placement group (every stage's resources)
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,7 @@ class EngineConfig:
     seed: int = 0
     launcher: str = "local"
     plan_only: bool = False  # print the validated plan and exit 0
-    resume: bool = False  # continue from the latest checkpoint in the checkpoint dir
+    resume: bool | str = False  # true: continue from the latest checkpoint; auto: if one exists; false: fresh
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -104,7 +121,7 @@ class EngineConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     attention: Mapping[str, Any] = field(default_factory=dict)  # backend options, see dualpar.attention
     audio: Mapping[str, Any] = field(default_factory=dict)  # audio branch options for job=av
-    ray: Mapping[str, Any] = field(default_factory=dict)  # Ray launcher options
+    ray: RayConfig = field(default_factory=RayConfig)  # Ray launcher and driver options
 
     @staticmethod
     def from_mapping(raw: Mapping[str, Any]) -> EngineConfig:
@@ -125,6 +142,7 @@ _NESTED = {
     "output": OutputConfig,
     "checkpoint": CheckpointConfig,
     "debug": DebugConfig,
+    "ray": RayConfig,
 }
 
 
@@ -144,7 +162,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = parse_prompt(value)
         elif name == "split" and value is not None:
             kwargs[name] = tuple(int(v) for v in value)
-        elif cls is EngineConfig and name in ("attention", "audio", "ray"):
+        elif cls is EngineConfig and name in ("attention", "audio"):
             kwargs[name] = dict(value or {})
         else:
             kwargs[name] = value

@@ -26,6 +26,20 @@ from dualpar.transport.base import Transport
 
 
 @dataclass
+class IterationHooks:
+    """What the engine calls at iteration boundaries: fault injection, checkpoints, progress.
+
+    `on_iteration(i)` runs on every rank as it starts iteration i. On stage 0, when `wants_snapshot(i)` is
+    true, the engine first drains every pass in flight (so all state sits on stage 0, ALGORITHM.md "Restart")
+    and then calls `snapshot(i)`; other iterations keep the pipeline full.
+    """
+
+    on_iteration: Callable[[int], None] | None = None
+    wants_snapshot: Callable[[int], bool] | None = None
+    snapshot: Callable[[int], None] | None = None
+
+
+@dataclass
 class Stage0Result:
     """What stage 0 measured while rendering."""
 
@@ -53,8 +67,8 @@ class PipelineEngine:
         self.stages = stages
         self.transport = transport
         self.timeline = timeline
-        self.on_iteration: Callable[[int], None] | None = None  # checkpoint / fault-injection hook
-        self.start_iteration = 0
+        self.hooks = IterationHooks()
+        self.start_iteration = 0  # resume: every rank starts at the same iteration boundary
 
     # ---- stages 1 .. N-1 -------------------------------------------------------------------------
     def run_relay(self) -> None:
@@ -65,8 +79,8 @@ class PipelineEngine:
         t.expect(prev, self.runner.hidden_shape(), self.runner.dtype, len(items))
         dst = 0 if last else self.rank + 1
         for item in items:
-            if self.on_iteration is not None and self._is_first_of_iteration(item):
-                self.on_iteration(item.iteration)
+            if self.hooks.on_iteration is not None and self._is_first_of_iteration(item):
+                self.hooks.on_iteration(item.iteration)
             with self.timeline.span("recv", item.order):
                 x = t.recv(prev)
             with self.timeline.span("compute", item.order):
@@ -78,16 +92,18 @@ class PipelineEngine:
         t.flush()
 
     # ---- stage 0 ------------------------------------------------------------------------------------
-    def run_stage0(self, queue: BlockQueue, writer: OutputWriter, progress: Progress) -> Stage0Result:
-        result = Stage0Result()
+    def run_stage0(
+        self, queue: BlockQueue, writer: OutputWriter, progress: Progress, result: Stage0Result | None = None
+    ) -> Stage0Result:
+        """Render from `start_iteration`; `result` carries a resumed run's measurements so far."""
+        result = result if result is not None else Stage0Result()
         plan = self.job.plan
         mode = self.job.cfg.schedule.left_context
         pending: deque[WorkItem] = deque()
-        applied = [plan.items[0].order - 1 if plan.items else -1]
+        # Every pass before the start iteration has been applied (a resumed queue holds its results).
+        applied = [self._first_order(self.start_iteration) - 1]
         for it in plan.iterations[self.start_iteration :]:
-            if self.on_iteration is not None:
-                self._drain(queue, pending, applied)
-                self.on_iteration(it.index)
+            self._boundary(it.index, queue, pending, applied)
             if it.finished is not None:
                 self._wait_for(plan.item_index(it.finished, plan.steps - 1), queue, pending, applied)
                 self._retire(it.finished, queue, writer, progress, result)
@@ -113,6 +129,22 @@ class PipelineEngine:
         if self.transport is not None:
             self.transport.flush()
         return result
+
+    def _boundary(self, iteration: int, queue: BlockQueue, pending: deque, applied: list[int]) -> None:
+        hooks = self.hooks
+        if hooks.on_iteration is not None:
+            hooks.on_iteration(iteration)
+        if hooks.snapshot is not None and hooks.wants_snapshot is not None and hooks.wants_snapshot(iteration):
+            with self.timeline.span("drain", iteration):
+                self._drain(queue, pending, applied)
+            hooks.snapshot(iteration)
+
+    def _first_order(self, iteration: int) -> int:
+        """Global order of the first pass at or after `iteration` (one past the last pass if none)."""
+        for it in self.job.plan.iterations[iteration:]:
+            if it.items:
+                return it.items[0].order
+        return len(self.job.plan.items)
 
     def _items_from(self, iteration: int) -> list[WorkItem]:
         return [item for it in self.job.plan.iterations[iteration:] for item in it.items]

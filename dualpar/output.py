@@ -1,12 +1,15 @@
 """Stage 0's output side: finished blocks are decoded as a stream and written as they leave the queue.
 
 Frame accounting lives here: the codec decodes every latent the blocks own, and the writer keeps exactly the
-`frames` the user asked for. Nothing holds more than one block of frames at a time.
+`frames` the user asked for. Nothing holds more than one block of frames at a time. `state()` is everything a
+checkpoint needs to continue the outputs (decoder cache, sink progress, latents prefix, preview frames);
+`OutputWriter(..., resume=state)` picks them up again with no frame lost or written twice.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,7 +23,7 @@ from dualpar.sinks.preview import PreviewCollector
 class OutputWriter:
     """Decodes finished blocks and feeds the mp4, preview and latents sinks of one job."""
 
-    def __init__(self, job: JobLayout, codec, out_dir: Path):
+    def __init__(self, job: JobLayout, codec, out_dir: Path, resume: dict[str, Any] | None = None):
         self.job = job
         self.out_dir = out_dir
         out = job.cfg.output
@@ -31,13 +34,35 @@ class OutputWriter:
         h, w = job.latent_hw
         if out.video:
             assert job.cfg.height is not None and job.cfg.width is not None and out.fps is not None
-            self.sink = Mp4SegmentSink(
-                out_dir, fps=out.fps, width=job.cfg.width, height=job.cfg.height, total_frames=job.frames
-            )
+            size = {"fps": out.fps, "width": job.cfg.width, "height": job.cfg.height, "total_frames": job.frames}
+            if resume is None:
+                self.sink = Mp4SegmentSink(out_dir, **size)
+            else:
+                self.sink = Mp4SegmentSink.resume(out_dir, resume["sink"], **size)
             self.preview = PreviewCollector(job.frames) if out.preview else None
         if out.latents:
             shape = (1, job.info.codec.z_dim, job.geometry.total_latents, h, w)
-            self.latents = LatentsWriter(out_dir / "latents.safetensors", shape)
+            prefix = int(resume["latents_prefix"]) if resume is not None else 0
+            self.latents = LatentsWriter(out_dir / "latents.safetensors", shape, resume_frames=prefix)
+        if resume is not None:
+            self._load_state(resume)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds to continue these outputs exactly (small except the decoder cache)."""
+        return {
+            "frames_written": self.frames_written,
+            "decoder": decoder_state(self.decoder) if self.decoder is not None else None,
+            "sink": self.sink.state() if self.sink is not None else None,
+            "latents_prefix": self.latents.written_prefix if self.latents is not None else 0,
+            "preview": dict(self.preview.frames) if self.preview is not None else None,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.frames_written = int(state["frames_written"])
+        if self.decoder is not None:
+            load_decoder_state(self.decoder, state["decoder"])
+        if self.preview is not None and state["preview"] is not None:
+            self.preview.frames = dict(state["preview"])
 
     def write_block(self, block: int, latents_BCFHW: torch.Tensor) -> int:
         """Write one finished block; returns how many video frames it added."""
@@ -63,3 +88,31 @@ class OutputWriter:
             if self.preview is not None:
                 paths["preview"] = str(self.preview.save(self.out_dir / "preview.png"))
         return paths
+
+
+def decoder_state(decoder) -> Any:
+    """A stream decoder's cache between chunks, as CPU data (None for stateless decoders).
+
+    Decoders that keep state expose `state_dict()`; Wan's causal VAE keeps it in the VAE's private `_feat_map`
+    list (tensors, None or the marker "Rep") plus the first-chunk flag, handled here (diffusers is pinned).
+    """
+    if hasattr(decoder, "state_dict"):
+        return decoder.state_dict()
+    vae = getattr(decoder, "vae", None)
+    if vae is None or not hasattr(vae, "_feat_map"):
+        return None  # e.g. the toy world's space-to-depth decoder: chunks decode independently
+    cache = [x.detach().cpu().clone() if torch.is_tensor(x) else x for x in vae._feat_map]
+    return {"feat_map": cache, "first": bool(decoder.first)}
+
+
+def load_decoder_state(decoder, state: Any) -> None:
+    """Inverse of `decoder_state`."""
+    if hasattr(decoder, "load_state_dict"):
+        decoder.load_state_dict(state)
+        return
+    if state is None:
+        return
+    vae = decoder.vae
+    device = next(vae.parameters()).device
+    vae._feat_map = [x.to(device) if torch.is_tensor(x) else x for x in state["feat_map"]]
+    decoder.first = bool(state["first"])

@@ -9,10 +9,12 @@ import dataclasses
 import os
 from pathlib import Path
 
+from dualpar.checkpoint import checkpoint_dir, latest_checkpoint, resume_from
 from dualpar.config import JOBS, LAUNCHERS, LEFT_CONTEXT, SPLIT_MODES, EngineConfig, PromptSegment
 from dualpar.errors import ConfigError
 from dualpar.models.registry import ModelInfo
 
+RAY_PLACEMENTS = ("auto", "STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD")
 OUTPUT_FILES = ("video.mp4", "latents.safetensors", "report.json", "preview.png", "trace.json")
 
 
@@ -45,10 +47,12 @@ def resolve_config(cfg: EngineConfig, info: ModelInfo) -> EngineConfig:
 def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
     """Raise ConfigError for the first impossible or inconsistent option of a resolved config."""
     _check_choices(cfg)
-    _check_prompt(cfg)
     _check_geometry(cfg, info)
+    _check_prompt(cfg)
     _check_schedule(cfg, info)
     _check_parallel(cfg, info)
+    _check_restart(cfg, info)
+    _check_ray(cfg)
     _check_output(cfg)
 
 
@@ -186,7 +190,8 @@ def _check_output(cfg: EngineConfig) -> None:
             f"{out} cannot be created or written ({probe} is not writable)",
             "choose a writable directory",
         )
-    if out.is_dir() and not o.overwrite and not cfg.resume:
+    resuming = cfg.resume is True or (cfg.resume == "auto" and latest_checkpoint(checkpoint_dir(cfg)) is not None)
+    if out.is_dir() and not o.overwrite and not resuming:
         existing = [name for name in OUTPUT_FILES if (out / name).exists()]
         if existing:
             raise ConfigError(
@@ -194,3 +199,49 @@ def _check_output(cfg: EngineConfig) -> None:
                 f"{out} already holds {', '.join(existing)} from a previous run",
                 "choose another output.dir, or set output.overwrite=true to replace them",
             )
+
+
+def _check_restart(cfg: EngineConfig, info: ModelInfo) -> None:
+    if not (isinstance(cfg.resume, bool) or cfg.resume == "auto"):
+        raise ConfigError("resume", f"is {cfg.resume!r}", "use false, true or auto")
+    c = cfg.checkpoint
+    if c.every < 0:
+        raise ConfigError("checkpoint.every", f"is {c.every}", "use 0 (only on SIGTERM/SIGINT) or a positive count")
+    if c.keep < 1:
+        raise ConfigError("checkpoint.keep", f"is {c.keep}", "keep at least 1 checkpoint")
+    d = cfg.debug
+    if (d.kill_rank is None) != (d.kill_at_iteration is None):
+        raise ConfigError(
+            "debug.kill_rank" if d.kill_rank is None else "debug.kill_at_iteration",
+            "is unset while the other fault-injection key is set",
+            "set both debug.kill_rank and debug.kill_at_iteration, or neither",
+        )
+    if d.kill_rank is not None and not 0 <= d.kill_rank < cfg.parallel.stages:
+        raise ConfigError(
+            "debug.kill_rank", f"is {d.kill_rank}", f"use a rank in [0, {cfg.parallel.stages - 1}]"
+        )
+    if d.kill_at_iteration is not None:
+        from dualpar.job import JobLayout
+
+        iterations = len(JobLayout(cfg, info).plan.iterations)
+        if not 0 <= d.kill_at_iteration < iterations:
+            raise ConfigError(
+                "debug.kill_at_iteration", f"is {d.kill_at_iteration}", f"use an iteration in [0, {iterations - 1}]"
+            )
+    resume_from(cfg)  # raises for resume=true without a checkpoint, or a checkpoint of another job
+
+
+def _check_ray(cfg: EngineConfig) -> None:
+    r = cfg.ray
+    if r.placement not in RAY_PLACEMENTS:
+        raise ConfigError("ray.placement", f"is {r.placement!r}", f"use one of {', '.join(RAY_PLACEMENTS)}")
+    if r.rendezvous not in ("auto", "file", "env"):
+        raise ConfigError("ray.rendezvous", f"is {r.rendezvous!r}", "use auto, file or env")
+    if r.max_restarts < 0:
+        raise ConfigError("ray.max_restarts", f"is {r.max_restarts}", "use 0 (no restarts) or more")
+    for key in ("cpus_per_stage", "gpus_per_stage"):
+        value = getattr(r, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"ray.{key}", f"is {value}", "use a non-negative resource amount (fractions work)")
+    if r.ready_timeout_s <= 0:
+        raise ConfigError("ray.ready_timeout_s", f"is {r.ready_timeout_s}", "use a positive number of seconds")

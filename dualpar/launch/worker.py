@@ -2,11 +2,13 @@
 
 It rebuilds the job layout from the config (no communication needed), loads only this rank's layer shard,
 has rank 0 encode the prompts once and broadcast them, runs the engine, and gathers every rank's timeline
-into rank 0's report.json.
+into rank 0's report.json. Restarts: rank 0 decides whether the job resumes (dualpar.checkpoint) and broadcasts
+the iteration every rank starts at; only rank 0 holds restart state.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import timedelta
@@ -15,10 +17,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from dualpar.attention.registry import build_backend
+from dualpar.attention.factory import attention_factory
 from dualpar.block_queue import BlockQueue
+from dualpar.checkpoint import (
+    CheckpointRef,
+    FaultInjector,
+    Stage0Checkpointer,
+    StopRequest,
+    checkpoint_dir,
+    clear_checkpoints,
+    load_state,
+    resume_from,
+)
 from dualpar.config import EngineConfig
-from dualpar.engine import PipelineEngine
+from dualpar.engine import IterationHooks, PipelineEngine, Stage0Result
 from dualpar.job import JobLayout
 from dualpar.models.loader import (
     build_stage,
@@ -44,17 +56,31 @@ def _init_group(ctx: WorkerContext, cfg: EngineConfig, device: torch.device) -> 
     if ctx.world_size == 1:
         return None
     backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = timedelta(seconds=cfg.parallel.timeout_s)
     if not dist.is_initialized():
+        store = _torchrun_attempt_store(timeout) if ctx.init_method == "env://" else None
         dist.init_process_group(
             backend,
-            init_method=ctx.init_method,
+            init_method=None if store is not None else ctx.init_method,
+            store=store,
             rank=ctx.rank,
             world_size=ctx.world_size,
-            timeout=timedelta(seconds=cfg.parallel.timeout_s),
+            timeout=timeout,
         )
     return TorchP2PTransport(
         ctx.rank, cfg.parallel.timeout_s, cfg.parallel.max_sends_in_flight, device=device
     )
+
+
+def _torchrun_attempt_store(timeout: timedelta):
+    """torchrun (`--max-restarts`) keeps one shared rendezvous TCPStore across restarts, and the process group's
+    keys carry no attempt number: a restarted rank could read the dead group's gloo addresses and wait forever to
+    connect. Each attempt gets its own key space. None when torchrun does not share its store."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"dualpar/attempt_{attempt}/", store)
 
 
 def _text_embeds(job: JobLayout, ctx: WorkerContext, transport, device: torch.device) -> torch.Tensor:
@@ -75,10 +101,10 @@ def _text_embeds(job: JobLayout, ctx: WorkerContext, transport, device: torch.de
     return transport.broadcast(embeds, 0)
 
 
-def _prepare_output_dir(cfg: EngineConfig) -> Path:
+def _prepare_output_dir(cfg: EngineConfig, resuming: bool) -> Path:
     out = Path(cfg.output.dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.output.overwrite and not cfg.resume:
+    if cfg.output.overwrite and not resuming:
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "video.parts", ignore_errors=True)
@@ -108,8 +134,7 @@ def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_sta
     layers = job.stage_layers[ctx.rank]
     t0 = time.time()
     stage = build_stage(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)
-    attn_name = str(cfg.attention.get("backend", "dense"))
-    stage.install_attention(lambda layer: build_backend(attn_name, cfg.attention))
+    stage.install_attention(attention_factory(cfg.attention))
     scheduler = load_scheduler(job.info, cfg.schedule.flow_shift)
     scheduler.set_timesteps(job.plan.steps, device="cpu")
     load_s = time.time() - t0
@@ -118,19 +143,64 @@ def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_sta
     encode_s = time.time() - t0
     runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device)
     engine = PipelineEngine(job, runner, ctx.rank, ctx.world_size, transport, timeline)
-    param_bytes = sum(p.numel() * p.element_size() for p in stage.parameters())
+    ref = _restart_point(cfg) if ctx.rank == 0 else None
+    engine.start_iteration = _agree_start(transport, device, ref.iteration if ref is not None else 0)
+    stop = StopRequest(checkpoint_dir(cfg), stage0=ctx.rank == 0, signals=cfg.launcher != "ray")
     if ctx.rank != 0:
-        engine.run_relay()
-        _gather(
-            ctx,
-            transport,
-            timeline.to_dict(layers) | {"param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes()},
-        )
+        engine.hooks = IterationHooks(on_iteration=FaultInjector(cfg, ctx.rank))
+        with stop:
+            engine.run_relay()
+        _gather(ctx, transport, _own_stats(engine))
         return {"rank": ctx.rank}
-    out_dir = _prepare_output_dir(cfg)
+    return _run_stage0(ctx, cfg, job, engine, scheduler, (ref, stop), device, transport, t_start, load_s, encode_s)
+
+
+def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_start, load_s, encode_s) -> dict:
+    ref, stop = restart
+    out_dir = _prepare_output_dir(cfg, resuming=ref is not None)
+    state = load_state(ref) if ref is not None else None
     t0 = time.time()
     codec = load_codec(job.info, device) if cfg.output.video else None
     load_s += time.time() - t0
+    queue = _block_queue(cfg, job, scheduler)
+    result = Stage0Result()
+    if state is not None:  # keep the frame accounting and per-block timings; phase times are this run's
+        queue.load_state_dict(state["queue"])
+        result = Stage0Result(**state["result"] | {"decode_s": 0.0, "denoise_s": 0.0})
+    writer = OutputWriter(job, codec, out_dir, resume=state["output"] if state is not None else None)
+    progress = Progress(job.geometry.n_blocks, job.frames, enabled=cfg.output.progress)
+    progress.resume_from(len(result.block_seconds), result.frames)
+    ckpt = Stage0Checkpointer(cfg, len(job.plan.iterations), engine.start_iteration, stop)
+    ckpt.attach(queue, writer, result)
+    engine.hooks = IterationHooks(ckpt.on_iteration, ckpt.wants_snapshot, ckpt.snapshot)
+    engine.expect_outputs()
+    t0 = time.time()
+    with stop:
+        result = engine.run_stage0(queue, writer, progress, result)
+    render_s = time.time() - t0
+    paths = writer.close()
+    ckpt.finish()
+    stages = _gather(ctx, transport, _own_stats(engine))
+    report = _report(cfg, job, stages, result, paths, t_start, load_s, encode_s, render_s)
+    report["restart"] = {
+        "resumed_from_iteration": ref.iteration if ref is not None else None,
+        "render_started_at": t0,
+        "checkpoint": ckpt.stats,
+    }
+    write_json_atomic(out_dir / "report.json", report)
+    if cfg.output.trace:
+        write_chrome_trace(stages, out_dir / "trace.json")
+    return report
+
+
+def _own_stats(engine: PipelineEngine) -> dict:
+    stage = engine.runner.stage
+    param_bytes = sum(p.numel() * p.element_size() for p in stage.parameters())
+    layers = engine.job.stage_layers[engine.rank]
+    return engine.timeline.to_dict(layers) | {"param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes()}
+
+
+def _block_queue(cfg: EngineConfig, job: JobLayout, scheduler) -> BlockQueue:
     h, w = job.latent_hw
     geo = job.geometry
     noise = CoordinatedNoise(
@@ -142,7 +212,7 @@ def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_sta
         w,
         coordinated=cfg.schedule.coordinated_noise,
     )
-    queue = BlockQueue(
+    return BlockQueue(
         geo,
         noise,
         scheduler,
@@ -152,20 +222,24 @@ def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_sta
         job.info.prediction,
         job.info.x0_min_t,
     )
-    writer = OutputWriter(job, codec, out_dir)
-    progress = Progress(geo.n_blocks, job.frames, enabled=cfg.output.progress)
-    engine.expect_outputs()
-    t0 = time.time()
-    result = engine.run_stage0(queue, writer, progress)
-    render_s = time.time() - t0
-    paths = writer.close()
-    own = timeline.to_dict(layers) | {"param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes()}
-    stages = _gather(ctx, transport, own)
-    report = _report(cfg, job, stages, result, paths, t_start, load_s, encode_s, render_s)
-    write_json_atomic(out_dir / "report.json", report)
-    if cfg.output.trace:
-        write_chrome_trace(stages, out_dir / "trace.json")
-    return report
+
+
+def _restart_point(cfg: EngineConfig) -> CheckpointRef | None:
+    """Rank 0: the checkpoint to resume from, or a fresh start (stale checkpoints removed first, so a later
+    resume=auto can never pick them up; fault markers survive unless resume=false)."""
+    ref = resume_from(cfg)
+    if ref is None:
+        clear_checkpoints(checkpoint_dir(cfg), markers=cfg.resume is False)
+    return ref
+
+
+def _agree_start(transport, device: torch.device, start: int) -> int:
+    """Every rank starts at rank 0's iteration (the same boundary the checkpoint was taken at)."""
+    if transport is None:
+        return start
+    comm_device = device if device.type == "cuda" else torch.device("cpu")
+    value = torch.tensor([start], dtype=torch.int64, device=comm_device)
+    return int(transport.broadcast(value, 0).item())
 
 
 def _gather(ctx: WorkerContext, transport, own: dict) -> list[dict]:

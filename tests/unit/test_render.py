@@ -17,8 +17,22 @@ from dualpar.testing.jobs import compose, load_latents, render
 def test_cli_renders_exact_frame_count(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "dualpar.cli", "model=tiny", "frames=22", "seed=3", f"output.dir={out}",
-                           "output.latents=true"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dualpar.cli",
+            "model=tiny",
+            "frames=22",
+            "seed=3",
+            f"output.dir={out}",
+            "output.latents=true",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "blocks 3/3 | frames 22/22" in proc.stderr
     info = probe_video(out / "video.mp4")

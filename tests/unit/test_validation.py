@@ -80,12 +80,31 @@ def test_previous_outputs_are_kept_unless_overwrite(tmp_path, capsys):
 
 def test_cli_process_exit_code_and_plan_only(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    bad = subprocess.run([sys.executable, "-m", "dualpar.cli", "model=tiny", "height=100", f"output.dir={tmp_path}"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "dualpar.cli", "model=tiny", "height=100", f"output.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "height: 100 is not a positive multiple of 16" in bad.stderr
-    ok = subprocess.run([sys.executable, "-m", "dualpar.cli", "model=tiny", "plan_only=true", "frames=129", "parallel.stages=3",
-                         "launcher=spawn", f"output.dir={tmp_path}"], capture_output=True, text=True, env=env,
-                        timeout=120)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dualpar.cli",
+            "model=tiny",
+            "plan_only=true",
+            "frames=129",
+            "parallel.stages=3",
+            "launcher=spawn",
+            f"output.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "stage 2: layers 2..3" in ok.stderr and "blocks in flight: 4" in ok.stderr
     assert not any(tmp_path.iterdir()), "plan_only writes nothing"

@@ -1,0 +1,340 @@
+"""Iteration-boundary restart state: what stage 0 saves, where it lives, and how a run continues from it.
+
+ALGORITHM.md ("Contracts: Restart"): at an iteration boundary with no pass in flight, everything that decides
+the rest of the video sits on stage 0: the block queue (latents, previous versions, per-block solver objects,
+noise pool and generator state), the stream decoder's cache, the sinks' progress and the measurements so far.
+Relay stages carry nothing across iterations: their feature cache is read only by passes with a right
+neighbour, and the first pass of every iteration (the tail) has none but rewrites the cache. So a resumed job
+restarts every rank at the saved iteration and renders the same video as one that never stopped.
+
+Files in the checkpoint dir (`checkpoint.dir`, default `<output.dir>/checkpoint`):
+  iter-000012.pt     the state (torch.save, weights_only=False for solver objects); tmp + fsync + rename
+  iter-000012.json   small metadata written after the .pt: iteration, bytes, restart fingerprint
+  STOP               create it to make stage 0 checkpoint at the next iteration boundary and exit
+  status.json        stage 0's progress (iteration, frames), for the job driver
+  killed-rank1-iter5.json   fault-injection markers: `debug.kill_rank` fires once, across restarts
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dualpar.config import EngineConfig
+from dualpar.errors import ConfigError
+from dualpar.report import write_json_atomic
+
+STATE_VERSION = 1
+STOP_FILE = "STOP"
+STATUS_FILE = "status.json"
+# Keys that may change between a run and its resume without changing the video (the output is identical for
+# any stage count and launcher, ALGORITHM.md "Equivalence").
+_VOLATILE = ("launcher", "resume", "plan_only", "parallel", "checkpoint", "debug", "ray")
+_VOLATILE_OUTPUT = ("dir", "overwrite", "progress", "trace")
+
+
+class Interrupted(RuntimeError):
+    """Stage 0 stopped on request (signal or STOP file) after writing a checkpoint."""
+
+    def __init__(self, iteration: int, reason: str, path: Path):
+        self.iteration = iteration
+        self.reason = reason
+        self.path = path
+        self.exit_code = 128 + int(signal.SIGINT if reason == "SIGINT" else signal.SIGTERM)
+        super().__init__(
+            f"stopped by {reason} at iteration {iteration}; checkpoint {path}. "
+            "Continue with the same command plus resume=true"
+        )
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (Ray, multiprocessing)
+        return (Interrupted, (self.iteration, self.reason, self.path))
+
+
+def checkpoint_dir(cfg: EngineConfig) -> Path:
+    return Path(cfg.checkpoint.dir or Path(cfg.output.dir) / "checkpoint").expanduser()
+
+
+def restart_fingerprint(cfg: EngineConfig) -> dict[str, Any]:
+    """The job settings a checkpoint is only valid for, as plain JSON data."""
+    data = cfg.to_dict()
+    for key in _VOLATILE:
+        data.pop(key, None)
+    data["output"] = {k: v for k, v in data["output"].items() if k not in _VOLATILE_OUTPUT}
+    return json.loads(json.dumps(data, default=str))
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if old == new else (prefix.rstrip("."), old, new)
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """One complete checkpoint on disk: the state file and its metadata."""
+
+    iteration: int
+    state_path: Path
+    meta: dict[str, Any]
+
+
+def latest_checkpoint(directory: Path) -> CheckpointRef | None:
+    """The newest checkpoint whose state and metadata are both complete (None if there is none)."""
+    if not directory.is_dir():
+        return None
+    for meta_path in sorted(directory.glob("iter-*.json"), reverse=True):
+        state_path = meta_path.with_suffix(".pt")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if state_path.is_file() and meta.get("version") == STATE_VERSION:
+            return CheckpointRef(int(meta["iteration"]), state_path, meta)
+    return None
+
+
+def resume_from(cfg: EngineConfig) -> CheckpointRef | None:
+    """The checkpoint this run continues from (None: a fresh start); ConfigError for an impossible resume."""
+    if cfg.resume is False:
+        return None
+    directory = checkpoint_dir(cfg)
+    ref = latest_checkpoint(directory)
+    if ref is None:
+        if cfg.resume is True:
+            raise ConfigError(
+                "resume",
+                f"is true but {directory} holds no checkpoint",
+                "use resume=auto (resume only if a checkpoint exists), or point checkpoint.dir at the crashed "
+                "run's checkpoint directory",
+            )
+        return None
+    diff = _first_difference(ref.meta["fingerprint"], restart_fingerprint(cfg))
+    if diff is not None:
+        key, old, new = diff
+        raise ConfigError(
+            key or "resume",
+            f"is {new!r} but the checkpoint in {directory} was rendered with {old!r}",
+            f"resume with {key}={old!r}, or start over with resume=false output.overwrite=true",
+        )
+    return ref
+
+
+def load_state(ref: CheckpointRef) -> dict[str, Any]:
+    # weights_only=False: per-block solver objects are pickled; the file is our own output.
+    return torch.load(ref.state_path, map_location="cpu", weights_only=False)
+
+
+def save_state(directory: Path, iteration: int, state: dict[str, Any], meta: dict[str, Any], keep: int) -> int:
+    """Write one checkpoint atomically (tmp, fsync, rename; metadata last) and prune old ones; returns bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"iter-{iteration:06d}"
+    tmp = directory / f".{stem}.pt.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / f"{stem}.pt")
+    size = (directory / f"{stem}.pt").stat().st_size
+    full = {"version": STATE_VERSION, "iteration": iteration, "bytes": size, "time": time.time(), **meta}
+    write_json_atomic(directory / f"{stem}.json", full)
+    _fsync_dir(directory)
+    stems = sorted(p.stem for p in directory.glob("iter-*.json"))
+    for old in stems[: max(0, len(stems) - max(1, keep))]:
+        (directory / f"{old}.json").unlink(missing_ok=True)  # metadata first: no half checkpoint looks valid
+        (directory / f"{old}.pt").unlink(missing_ok=True)
+    return size
+
+
+def clear_checkpoints(directory: Path, markers: bool) -> None:
+    """Remove checkpoints, the STOP request and the status (and fault markers when `markers`)."""
+    if not directory.is_dir():
+        return
+    patterns = ["iter-*.json", "iter-*.pt", ".iter-*.tmp", STOP_FILE, STATUS_FILE]
+    if markers:
+        patterns.append("killed-rank*.json")
+    for pattern in patterns:
+        for path in directory.glob(pattern):
+            path.unlink(missing_ok=True)
+    if not any(directory.iterdir()):
+        directory.rmdir()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FaultInjector:
+    """`debug.kill_rank` / `debug.kill_at_iteration`: SIGKILL this rank once, like an OOM kill or a lost node.
+
+    "Once" holds across restarts: a marker in the checkpoint dir (written just before dying, with the time,
+    which the Ray launcher uses to measure detection latency) disarms the injection for later attempts.
+    """
+
+    def __init__(self, cfg: EngineConfig, rank: int):
+        d = cfg.debug
+        self.rank = rank
+        self.iteration = d.kill_at_iteration
+        self.armed = d.kill_rank == rank and d.kill_at_iteration is not None
+        self.marker = checkpoint_dir(cfg) / f"killed-rank{rank}-iter{d.kill_at_iteration}.json"
+
+    def __call__(self, iteration: int) -> None:
+        if not self.armed or iteration != self.iteration or self.marker.exists():
+            return
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        info = {"rank": self.rank, "iteration": iteration, "pid": os.getpid(), "time": time.time()}
+        write_json_atomic(self.marker, info)
+        self.die()
+
+    def die(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_markers(directory: Path) -> list[dict[str, Any]]:
+    """The fault-injection markers written so far (rank, iteration, time of death)."""
+    if not directory.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("killed-rank*.json"))]
+
+
+class StopRequest:
+    """A request to stop cleanly: SIGTERM/SIGINT (handled in the main thread) or a STOP file.
+
+    Stage 0 checkpoints at the next iteration boundary and exits. Relays must keep serving until then (stage 0
+    drains their passes first), so they only note the signal and exit after `grace_s` if still alive; stage 0's
+    exit normally ends them first (PeerError). A second signal exits at once.
+    """
+
+    def __init__(self, directory: Path, stage0: bool, signals: bool = True, grace_s: float = 60.0):
+        self.stop_file = directory / STOP_FILE
+        self.stage0 = stage0
+        self.signals = signals  # off under Ray: its workers own their signals (the driver uses the STOP file)
+        self.grace_s = grace_s
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def requested(self) -> str | None:
+        """Why to stop (a signal name or "STOP file"), or None. Stage 0 calls this once per iteration."""
+        if self.signal_name is not None:
+            return self.signal_name
+        return "STOP file" if self.stage0 and self.stop_file.exists() else None
+
+    def consume(self) -> None:
+        self.stop_file.unlink(missing_ok=True)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None:
+            os._exit(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+        if not self.stage0:
+            timer = threading.Timer(self.grace_s, os._exit, args=(128 + signum,))
+            timer.daemon = True
+            timer.start()
+
+    def __enter__(self) -> StopRequest:
+        if self.signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class Stage0Checkpointer:
+    """Stage 0's iteration hooks: periodic and requested checkpoints, fault injection, status for the driver.
+
+    `attach` names the objects whose state makes a checkpoint (block queue, output writer, measurements).
+    """
+
+    def __init__(self, cfg: EngineConfig, iterations: int, start: int, stop: StopRequest):
+        self.dir = checkpoint_dir(cfg)
+        self.every = cfg.checkpoint.every
+        self.keep = cfg.checkpoint.keep
+        self.iterations = iterations
+        self.frames = cfg.frames
+        self.start = start
+        self.stop = stop
+        self.inject = FaultInjector(cfg, 0)
+        self.meta = {"fingerprint": restart_fingerprint(cfg)}
+        # totals plus one entry per checkpoint: iteration, bytes, seconds draining the pipeline and saving
+        self.stats: dict[str, Any] = {"every": self.every, "saved": 0, "bytes": 0, "save_s": 0.0, "drain_s": 0.0}
+        self.stats["saves"] = []
+        self._sources: tuple[Any, Any, Any] | None = None
+        self._status_at = 0.0
+        self._boundary_t = 0.0
+
+    def attach(self, queue: Any, writer: Any, result: Any) -> None:
+        self._sources = (queue, writer, result)
+
+    def on_iteration(self, iteration: int) -> None:
+        self.inject(iteration)
+        self._boundary_t = time.perf_counter()
+        if time.monotonic() - self._status_at >= 1.0:
+            self.write_status(iteration)
+
+    def wants_snapshot(self, iteration: int) -> bool:
+        periodic = self.every > 0 and iteration > self.start and iteration % self.every == 0
+        return periodic or self.stop.requested() is not None
+
+    def snapshot(self, iteration: int) -> None:
+        """Save the state at this boundary (no pass in flight); stop afterwards if that was requested."""
+        assert self._sources is not None, "attach() the queue, writer and result first"
+        queue, writer, result = self._sources
+        t0 = time.perf_counter()
+        drain_s = t0 - self._boundary_t
+        state = {
+            "version": STATE_VERSION,
+            "iteration": iteration,
+            "queue": queue.state_dict(),
+            "output": writer.state(),
+            "result": dataclasses.asdict(result),
+        }
+        size = save_state(self.dir, iteration, state, self.meta, self.keep)
+        save_s = time.perf_counter() - t0
+        self.stats["saved"] += 1
+        self.stats["bytes"] = size
+        self.stats["save_s"] += save_s
+        self.stats["drain_s"] += drain_s
+        self.stats["saves"].append({"iteration": iteration, "bytes": size, "save_s": save_s, "drain_s": drain_s})
+        reason = self.stop.requested()
+        if reason is not None:
+            self.stop.consume()
+            self.write_status(iteration, state="stopped")
+            raise Interrupted(iteration, reason, self.dir / f"iter-{iteration:06d}.pt")
+
+    def write_status(self, iteration: int, state: str = "running") -> None:
+        self._status_at = time.monotonic()
+        writer = self._sources[1] if self._sources else None
+        status = {
+            "state": state,
+            "iteration": iteration,
+            "iterations": self.iterations,
+            "frames_written": writer.frames_written if writer is not None else 0,
+            "frames": self.frames,
+            "time": time.time(),
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.dir / STATUS_FILE, status)
+
+    def finish(self) -> None:
+        """The job is complete: its checkpoints can never be resumed, so they go (fault markers stay)."""
+        clear_checkpoints(self.dir, markers=False)
