@@ -193,8 +193,12 @@ class FaultInjector:
         self.iteration = d.kill_at_iteration
         self.armed = d.kill_rank == rank and d.kill_at_iteration is not None
         self.marker = checkpoint_dir(cfg) / f"killed-rank{rank}-iter{d.kill_at_iteration}.json"
+        self.stall_at = d.stall_at_iteration if d.stall_rank == rank else None
 
     def __call__(self, iteration: int) -> None:
+        if self.stall_at is not None and iteration == self.stall_at:
+            while True:  # a stuck peer: alive, holding its connections, never sending again
+                time.sleep(3600)
         if not self.armed or iteration != self.iteration or self.marker.exists():
             return
         self.marker.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,8 @@ class CheckpointConfig:
 class DebugConfig:
     kill_rank: int | None = None  # fault injection: this rank SIGKILLs itself once (a marker in the
     kill_at_iteration: int | None = None  # checkpoint dir remembers it across restarts) at this iteration
+    stall_rank: int | None = None  # fault injection: this rank stops responding (sleeps, alive) ...
+    stall_at_iteration: int | None = None  # ... from this iteration on; peers must time out and exit non-zero
 
 
 @dataclass(frozen=True)

@@ -102,17 +102,25 @@ class PipelineEngine:
         pending: deque[WorkItem] = deque()
         # Every pass before the start iteration has been applied (a resumed queue holds its results).
         applied = [self._first_order(self.start_iteration) - 1]
+        # Finished blocks are retired (decoded, written) once their last pass has come back, not at the
+        # iteration start: waiting there would drain the pipeline once per iteration.
+        due: deque[int] = deque()
+
+        def retire_ready() -> None:
+            while due and plan.item_index(due[0], plan.steps - 1) <= applied[0]:
+                self._retire(due.popleft(), queue, writer, progress, result)
+
         for it in plan.iterations[self.start_iteration :]:
-            self._boundary(it.index, queue, pending, applied)
+            self._boundary(it.index, queue, pending, applied, retire_ready)
             if it.finished is not None:
-                self._wait_for(plan.item_index(it.finished, plan.steps - 1), queue, pending, applied)
-                self._retire(it.finished, queue, writer, progress, result)
+                due.append(it.finished)
             if it.joined is not None:
                 queue.join(it.joined)
             t_iter = time.perf_counter()
             for item in it.items:
                 for dep in plan.dependencies(item, mode):
                     self._wait_for(dep, queue, pending, applied)
+                retire_ready()
                 window = queue.window(item)
                 with self.timeline.span("compute", item.order):
                     out = self.runner.forward(item, window)
@@ -126,17 +134,19 @@ class PipelineEngine:
                     pending.append(item)
             result.denoise_s += time.perf_counter() - t_iter
         self._drain(queue, pending, applied)
+        retire_ready()
         if self.transport is not None:
             self.transport.flush()
         return result
 
-    def _boundary(self, iteration: int, queue: BlockQueue, pending: deque, applied: list[int]) -> None:
+    def _boundary(self, iteration: int, queue: BlockQueue, pending: deque, applied: list[int], retire_ready) -> None:
         hooks = self.hooks
         if hooks.on_iteration is not None:
             hooks.on_iteration(iteration)
         if hooks.snapshot is not None and hooks.wants_snapshot is not None and hooks.wants_snapshot(iteration):
             with self.timeline.span("drain", iteration):
                 self._drain(queue, pending, applied)
+            retire_ready()  # a snapshot holds every block that finished before this iteration as written
             hooks.snapshot(iteration)
 
     def _first_order(self, iteration: int) -> int:

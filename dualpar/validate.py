@@ -59,14 +59,16 @@ def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
 def _check_choices(cfg: EngineConfig) -> None:
     if cfg.job not in JOBS:
         raise ConfigError("job", f"unknown job {cfg.job!r}", f"use one of {', '.join(JOBS)}")
+    if cfg.job == "av":
+        raise ConfigError(
+            "job",
+            "job=av: the audio branch (dualpar.av) is not wired into the pipeline yet, so it would render no sound",
+            "use job=video or job=sparse_video",
+        )
     if cfg.launcher not in LAUNCHERS:
-        raise ConfigError(
-            "launcher", f"unknown launcher {cfg.launcher!r}", f"use one of {', '.join(LAUNCHERS)}"
-        )
+        raise ConfigError("launcher", f"unknown launcher {cfg.launcher!r}", f"use one of {', '.join(LAUNCHERS)}")
     if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ConfigError(
-            "model.dtype", f"unknown dtype {cfg.model.dtype!r}", "use auto, float32, bfloat16 or float16"
-        )
+        raise ConfigError("model.dtype", f"unknown dtype {cfg.model.dtype!r}", "use auto, float32, bfloat16 or float16")
     if cfg.model.device not in ("auto", "cpu", "cuda"):
         raise ConfigError("model.device", f"unknown device {cfg.model.device!r}", "use auto, cpu or cuda")
 
@@ -84,9 +86,7 @@ def _check_prompt(cfg: EngineConfig) -> None:
         )
     frames = [s.frame for s in cfg.prompt]
     if len(set(frames)) != len(frames):
-        raise ConfigError(
-            "prompt", "has two entries at the same frame", "give each timeline entry its own frame"
-        )
+        raise ConfigError("prompt", "has two entries at the same frame", "give each timeline entry its own frame")
     assert cfg.frames is not None
     if frames[-1] >= cfg.frames:
         raise ConfigError(
@@ -117,9 +117,7 @@ def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
     if s.steps < 1:
         raise ConfigError("schedule.steps", f"is {s.steps}", "use at least 1 denoising step")
     if s.block_latents < 1:
-        raise ConfigError(
-            "schedule.block_latents", f"is {s.block_latents}", "use at least 1 latent frame per block"
-        )
+        raise ConfigError("schedule.block_latents", f"is {s.block_latents}", "use at least 1 latent frame per block")
     if not 0 <= s.context_latents <= s.block_latents:
         raise ConfigError(
             "schedule.context_latents",
@@ -217,9 +215,7 @@ def _check_restart(cfg: EngineConfig, info: ModelInfo) -> None:
             "set both debug.kill_rank and debug.kill_at_iteration, or neither",
         )
     if d.kill_rank is not None and not 0 <= d.kill_rank < cfg.parallel.stages:
-        raise ConfigError(
-            "debug.kill_rank", f"is {d.kill_rank}", f"use a rank in [0, {cfg.parallel.stages - 1}]"
-        )
+        raise ConfigError("debug.kill_rank", f"is {d.kill_rank}", f"use a rank in [0, {cfg.parallel.stages - 1}]")
     if d.kill_at_iteration is not None:
         from dualpar.job import JobLayout
 
@@ -228,6 +224,14 @@ def _check_restart(cfg: EngineConfig, info: ModelInfo) -> None:
             raise ConfigError(
                 "debug.kill_at_iteration", f"is {d.kill_at_iteration}", f"use an iteration in [0, {iterations - 1}]"
             )
+    for rank_key, iter_key in (("stall_rank", "stall_at_iteration"),):
+        rank, at = getattr(d, rank_key), getattr(d, iter_key)
+        if (rank is None) != (at is None):
+            raise ConfigError(
+                f"debug.{rank_key}", "is set without its pair", f"set debug.{rank_key} and debug.{iter_key}"
+            )
+        if rank is not None and not 0 <= rank < cfg.parallel.stages:
+            raise ConfigError(f"debug.{rank_key}", f"is {rank}", f"use a rank in [0, {cfg.parallel.stages - 1}]")
     resume_from(cfg)  # raises for resume=true without a checkpoint, or a checkpoint of another job
 
 

@@ -197,7 +197,14 @@ def _own_stats(engine: PipelineEngine) -> dict:
     stage = engine.runner.stage
     param_bytes = sum(p.numel() * p.element_size() for p in stage.parameters())
     layers = engine.job.stage_layers[engine.rank]
-    return engine.timeline.to_dict(layers) | {"param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes()}
+    computed = dense = overhead = 0
+    for proc in stage.processors:
+        st = proc.backend.stats()
+        computed, dense, overhead = computed + st.pairs_computed, dense + st.pairs_dense, overhead + st.overhead_flops
+    attention = {"pairs_computed": computed, "pairs_dense": dense, "overhead_flops": overhead,
+                 "density": computed / dense if dense else 1.0}
+    return engine.timeline.to_dict(layers) | {
+        "param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes(), "attention": attention}
 
 
 def _block_queue(cfg: EngineConfig, job: JobLayout, scheduler) -> BlockQueue:
@@ -250,6 +257,16 @@ def _gather(ctx: WorkerContext, transport, own: dict) -> list[dict]:
     return gathered or []
 
 
+def _message_bytes(job: JobLayout, cfg: EngineConfig, hidden: bool) -> int:
+    geo = job.geometry
+    h, w = job.latent_hw
+    if hidden:
+        dtype = pick_dtype(cfg.model.dtype, pick_device(cfg.model.device))
+        tokens = geo.window_latents * job.tokens_per_frame
+        return len(job.branches) * tokens * job.info.hidden_dim * torch.finfo(dtype).bits // 8
+    return int(job.info.transformer["out_channels"]) * geo.window_latents * h * w * 4
+
+
 def _report(cfg, job: JobLayout, stages, result, paths, t_start, load_s, encode_s, render_s) -> dict:
     geo = job.geometry
     return {
@@ -274,7 +291,17 @@ def _report(cfg, job: JobLayout, stages, result, paths, t_start, load_s, encode_
             "split": [[r.start, r.stop] for r in job.stage_layers],
             "iterations": len(job.plan.iterations),
             "passes": len(job.plan.items),
+            "left_context": cfg.schedule.left_context,
+            "cfg_split": cfg.parallel.cfg_split,
+            "max_inflight": cfg.parallel.max_sends_in_flight,
+            "head_wait": False,  # finished blocks retire when their last pass returns (no per-iteration drain)
+            "decode_at": "retire",
+            "checkpoint_every": cfg.checkpoint.every,
+            # bytes of one message of each kind, for the performance model's transfer costs
+            "hidden_bytes": _message_bytes(job, cfg, hidden=True),
+            "velocity_bytes": _message_bytes(job, cfg, hidden=False),
         },
+        "threads_per_process": torch.get_num_threads(),
         "wall_s": time.time() - t_start,
         "phases": {
             "load_s": load_s,

@@ -40,9 +40,12 @@ class TorchP2PTransport:
         try:
             ok = work.wait(self.timeout)
         except RuntimeError as err:
-            raise PeerError(
-                f"rank {self.rank}: {what} rank {peer} failed ({err}); the peer died or left"
-            ) from err
+            if "timed out" in str(err).lower():  # gloo reports a silent peer this way
+                raise PeerError(
+                    f"rank {self.rank}: {what} rank {peer} did not complete within {self.timeout} "
+                    "(the peer is stuck or overloaded; parallel.timeout_s sets the limit)"
+                ) from err
+            raise PeerError(f"rank {self.rank}: {what} rank {peer} failed ({err}); the peer died or left") from err
         if ok is False:
             raise PeerError(f"rank {self.rank}: {what} rank {peer} did not complete within {self.timeout}")
 
@@ -52,7 +55,11 @@ class TorchP2PTransport:
             work, _ = queue.popleft()
             self._wait(work, dst, "send to")
         tensor = tensor.contiguous()
-        queue.append((dist.isend(tensor, dst), tensor))
+        try:
+            work = dist.isend(tensor, dst)
+        except RuntimeError as err:
+            raise PeerError(f"rank {self.rank}: send to rank {dst} failed ({err}); the peer died or left") from err
+        queue.append((work, tensor))
 
     def expect(self, src: int, shape: tuple[int, ...], dtype: torch.dtype, count: int) -> None:
         self._expect[src] = [shape, dtype, count]
@@ -64,7 +71,11 @@ class TorchP2PTransport:
         queue = self._recvs[src]
         while remaining > 0 and len(queue) < self.prepost:
             buf = torch.empty(shape, dtype=dtype, device=self.device)
-            queue.append((dist.irecv(buf, src), buf))
+            try:
+                work = dist.irecv(buf, src)
+            except RuntimeError as err:
+                raise PeerError(f"rank {self.rank}: receive from rank {src} failed ({err}); the peer died") from err
+            queue.append((work, buf))
             remaining -= 1
         self._expect[src][2] = remaining
 

@@ -27,6 +27,8 @@ CASES = [
     (["schedule.left_context=behind"], "schedule.left_context"),
     (["output.video=false", "output.latents=false"], "output.video"),
     (["launcher=mpi"], "launcher"),
+    (["job=av"], "job"),
+    (["debug.stall_rank=1"], "debug.stall_rank"),
     (["job=video", "+bogus=1"], "bogus"),
 ]
 
