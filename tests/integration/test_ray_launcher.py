@@ -31,7 +31,7 @@ def cluster():
 
 
 def _job(name: str, out, frames: int, **extra) -> dict:
-    entry = {"name": name, "frames": frames, "schedule": {"steps": 3}, "output": {"dir": str(out), "latents": True}}
+    entry = {"name": name, "model": "tiny", "frames": frames, "schedule": {"steps": 3}, "output": {"dir": str(out), "latents": True}}
     entry["parallel"] = {"threads": 1, "timeout_s": 60, **extra.pop("parallel", {})}
     return entry | extra
 
