@@ -39,7 +39,7 @@ class Job:
     text_encoder_resident: bool = False
     text_encoder_on_device: bool = True
     decode_at: str = "retire"
-    head_wait: bool = True
+    head_wait: bool = False  # the engine retires finished blocks lazily (no per-iteration drain)
     checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
