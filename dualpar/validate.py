@@ -232,7 +232,17 @@ def _check_restart(cfg: EngineConfig, info: ModelInfo) -> None:
             )
         if rank is not None and not 0 <= rank < cfg.parallel.stages:
             raise ConfigError(f"debug.{rank_key}", f"is {rank}", f"use a rank in [0, {cfg.parallel.stages - 1}]")
-    resume_from(cfg)  # raises for resume=true without a checkpoint, or a checkpoint of another job
+    ref = resume_from(cfg)  # raises for resume=true without a checkpoint, or a checkpoint of another job
+    attention = dict(cfg.attention)
+    if ref is not None and attention.get("backend", "dense") == "clustered" and (
+        attention.get("centroid_init", "per_block") == "per_block"
+    ):
+        raise ConfigError(
+            "attention.centroid_init",
+            "per_block k-means warm starts live on each stage and are not checkpointed, so this resumed job "
+            "would differ from an uninterrupted one",
+            "render resumable sparse jobs with attention.centroid_init=neighbour or cold",
+        )
 
 
 def _check_ray(cfg: EngineConfig) -> None:

@@ -121,3 +121,19 @@ def test_spawn_kill_middle_rank_then_resume_on_two_stages(tmp_path, reference):
     assert report["restart"]["resumed_from_iteration"] == 4
     assert report["plan"]["stages"] == 2
     assert_same_video(out, reference)
+
+
+@pytest.mark.timeout(300)
+def test_sparse_resume_exact_with_iteration_local_state_and_refused_otherwise(tmp_path, monkeypatch):
+    sparse = ["job=sparse_video", "attention.num_q_clusters=4", "attention.num_k_clusters=8", "output.video=false"]
+    crash = ["checkpoint.every=2", "debug.kill_rank=0", "debug.kill_at_iteration=5"]
+    # per-block warm starts live on each stage and are not checkpointed: a resume is refused, naming the fix
+    _crash_in_process(monkeypatch, tmp_path / "per_block", [*sparse, *crash])
+    with pytest.raises(ConfigError, match="attention.centroid_init"):
+        prepare(compose([f"output.dir={tmp_path / 'per_block'}", *BASE, *sparse, *crash, "resume=true"]))
+    # warm starts that reset every iteration resume exactly
+    neighbour = [*sparse, "attention.centroid_init=neighbour"]
+    render(tmp_path / "whole", [*BASE, *neighbour])
+    _crash_in_process(monkeypatch, tmp_path / "resumed", [*neighbour, *crash])
+    render(tmp_path / "resumed", [*BASE, *neighbour, *crash, "resume=true"])
+    assert torch.equal(load_latents(tmp_path / "resumed"), load_latents(tmp_path / "whole"))
