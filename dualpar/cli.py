@@ -38,6 +38,10 @@ def run(raw: Mapping[str, Any]) -> int:
     is_rank0 = cfg.launcher != "torchrun" or _torchrun_rank() == 0
     if is_rank0:
         print(describe_plan(job), file=sys.stderr)
+        if cfg.cluster:
+            from dualpar.planner import describe_cluster_estimate
+
+            print(describe_cluster_estimate(job), file=sys.stderr)
     if cfg.plan_only:
         return 0
     from dualpar.launch.launchers import launch

@@ -123,6 +123,7 @@ class EngineConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     attention: Mapping[str, Any] = field(default_factory=dict)  # backend options, see dualpar.attention
     audio: Mapping[str, Any] = field(default_factory=dict)  # audio branch options for job=av
+    cluster: Mapping[str, Any] = field(default_factory=dict)  # cluster preset for the planner's estimate
     ray: RayConfig = field(default_factory=RayConfig)  # Ray launcher and driver options
 
     @staticmethod
@@ -164,7 +165,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = parse_prompt(value)
         elif name == "split" and value is not None:
             kwargs[name] = tuple(int(v) for v in value)
-        elif cls is EngineConfig and name in ("attention", "audio"):
+        elif cls is EngineConfig and name in ("attention", "audio", "cluster"):
             kwargs[name] = dict(value or {})
         else:
             kwargs[name] = value

@@ -98,3 +98,35 @@ def describe_plan(job: JobLayout) -> str:
         )
     lines += [f"  warning: {w}" for w in plan_warnings(job)]
     return "\n".join(lines)
+
+
+def describe_cluster_estimate(job: JobLayout) -> str:
+    """The performance model's prediction for this job on `cluster=<preset>`, and the layout it suggests."""
+    from dualpar.sim.cluster import cluster_from_dict
+    from dualpar.sim.explore import suggest
+    from dualpar.sim.job import Job
+    from dualpar.sim.model import from_diffusers_config
+    from dualpar.sim.simulate import simulate
+
+    cfg, geo = job.cfg, job.geometry
+    cluster = cluster_from_dict(dict(cfg.cluster))
+    model = from_diffusers_config(job.info.transformer, name=job.info.name, text_tokens=job.info.max_sequence_length)
+    split = tuple(len(r) for r in job.stage_layers) if cfg.parallel.split else cfg.parallel.split_mode
+    sim_job = Job(height=cfg.height, width=cfg.width, frames=cfg.frames, steps=job.plan.steps,
+                  block_latents=geo.block_latents, context_latents=geo.context_latents,
+                  left_context=cfg.schedule.left_context, stages=cfg.parallel.stages, split=split,
+                  cfg_split=cfg.parallel.cfg_split, guidance=job.use_cfg, max_inflight=cfg.parallel.max_sends_in_flight,
+                  checkpoint_every=cfg.checkpoint.every)
+    lines = [f"  estimate on {cluster.name} ({cluster.gpus} x {cluster.device.name}):"]
+    if sim_job.stages > cluster.gpus:
+        lines.append(f"    parallel.stages={sim_job.stages} exceeds the cluster's {cluster.gpus} devices")
+    else:
+        r = simulate(sim_job, model, cluster).summary()
+        lines.append(f"    latency {r['latency_s']:.1f} s, mean idle {r['idle_fraction_mean']:.3f}, "
+                     f"peak memory per device {r['peak_memory_gib']:.1f} GiB")
+    s = suggest(sim_job, cluster, model, stages=range(1, cluster.gpus + 1))
+    lines.append(f"    suggestion: parallel.stages={s.stages} schedule.block_latents={s.block_latents} "
+                 f"schedule.context_latents={s.context_latents} parallel.split={s.split} "
+                 f"parallel.cfg_split={str(s.cfg_split).lower()} -> {s.latency_s:.1f} s, "
+                 f"{s.peak_memory_gib:.1f} GiB{'' if s.fits else ' (does not fit)'}")
+    return "\n".join(lines)
