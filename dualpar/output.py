@@ -91,28 +91,11 @@ class OutputWriter:
 
 
 def decoder_state(decoder) -> Any:
-    """A stream decoder's cache between chunks, as CPU data (None for stateless decoders).
-
-    Decoders that keep state expose `state_dict()`; Wan's causal VAE keeps it in the VAE's private `_feat_map`
-    list (tensors, None or the marker "Rep") plus the first-chunk flag, handled here (diffusers is pinned).
-    """
-    if hasattr(decoder, "state_dict"):
-        return decoder.state_dict()
-    vae = getattr(decoder, "vae", None)
-    if vae is None or not hasattr(vae, "_feat_map"):
-        return None  # e.g. the toy world's space-to-depth decoder: chunks decode independently
-    cache = [x.detach().cpu().clone() if torch.is_tensor(x) else x for x in vae._feat_map]
-    return {"feat_map": cache, "first": bool(decoder.first)}
+    """A stream decoder's cache between chunks (None for stateless decoders such as space-to-depth)."""
+    return decoder.state_dict() if hasattr(decoder, "state_dict") else None
 
 
 def load_decoder_state(decoder, state: Any) -> None:
     """Inverse of `decoder_state`."""
-    if hasattr(decoder, "load_state_dict"):
+    if state is not None:
         decoder.load_state_dict(state)
-        return
-    if state is None:
-        return
-    vae = decoder.vae
-    device = next(vae.parameters()).device
-    vae._feat_map = [x.to(device) if torch.is_tensor(x) else x for x in state["feat_map"]]
-    decoder.first = bool(state["first"])

@@ -18,8 +18,5 @@ def attention_factory(attention: Mapping[str, Any]) -> Callable[[int], Attention
     from dualpar.attention.config import AttentionConfig
     from dualpar.attention.registry import build_backend
 
-    options = {k: v for k, v in attention.items() if k != "backend"}
-    cfg = AttentionConfig(**options) if "backend" not in AttentionConfig.__dataclass_fields__ else AttentionConfig(
-        backend=name, **options
-    )
+    cfg = AttentionConfig.from_mapping(attention)
     return lambda layer: build_backend(name, cfg)

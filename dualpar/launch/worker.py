@@ -313,6 +313,6 @@ def _report(cfg, job: JobLayout, stages, result, paths, t_start, load_s, encode_
         "peak_rss_bytes": stages[0]["peak_rss_bytes"],
         "stages": [{k: v for k, v in s.items() if k != "spans"} for s in stages],
         "timeline": {"stages": stages},
-        "per_block": [{"block": k, "finish_s": s} for k, s in enumerate(result.block_seconds)],
+        "per_block": [{"block": k, "decode_write_s": s} for k, s in enumerate(result.block_seconds)],
         "outputs": paths,
     }

@@ -47,6 +47,16 @@ class WanVAEStreamDecoder:
             out = unpatchify(out, patch_size=vae.config.patch_size)
         return torch.clamp(out, min=-1.0, max=1.0).float().cpu()
 
+    def state_dict(self) -> dict:
+        """The causal cache between chunks (the VAE's private `_feat_map`: tensors, None or "Rep") as CPU data."""
+        cache = [x.detach().cpu().clone() if torch.is_tensor(x) else x for x in self.vae._feat_map]
+        return {"feat_map": cache, "first": self.first}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = next(self.vae.parameters()).device
+        self.vae._feat_map = [x.to(device) if torch.is_tensor(x) else x for x in state["feat_map"]]
+        self.first = bool(state["first"])
+
     def close(self) -> None:
         self.vae.clear_cache()
 
