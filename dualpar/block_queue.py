@@ -64,23 +64,29 @@ class BlockQueue:
     def join(self, block: int) -> None:
         self.blocks[block] = BlockState(self.noise.next_block(), 0, copy.deepcopy(self.template))
 
-    def finish(self, block: int) -> torch.Tensor:
+    def finish(self, block: int) -> tuple[torch.Tensor, ...]:
         """The finished block's final latents; its state stays as left context until its successor leaves."""
         self.blocks.pop(block - 1, None)
-        return self.blocks[block].latents
+        return (self.blocks[block].latents,)
 
-    def window(self, item: WorkItem) -> torch.Tensor:
-        """[1, C_lat, P+C, h, w] window for `item` (block 0: its own P+C frames)."""
+    def left_version(self, item: WorkItem) -> int:
+        """How many updates the left neighbour's context has in `item`'s window (`ahead`: one more)."""
+        return item.step + 1 if self.left_context == "ahead" else item.step
+
+    def window(self, item: WorkItem) -> tuple[torch.Tensor, ...]:
+        """([1, C_lat, P+C, h, w],): the window for `item` (block 0: its own P+C frames)."""
         own = self.blocks[item.block].version(item.step)
         c = self.geometry.context_latents
         if item.block == 0 or c == 0:
-            return own
-        needed = item.step + 1 if self.left_context == "ahead" else item.step
-        left = self.blocks[item.block - 1].version(needed)
-        return torch.cat([left[:, :, -c:], own], dim=2)
+            return (own,)
+        left = self.blocks[item.block - 1].version(self.left_version(item))
+        return (torch.cat([left[:, :, -c:], own], dim=2),)
 
-    def apply(self, item: WorkItem, model_out: torch.Tensor) -> None:
-        """Step block `item.block` with the guided model output for its own frames."""
+    def apply(self, item: WorkItem, model_out: tuple[torch.Tensor, ...]) -> None:
+        """Step block `item.block` with the guided model output for its own frames (`(video,)`)."""
+        self.step_video(item, model_out[0])
+
+    def step_video(self, item: WorkItem, model_out: torch.Tensor) -> None:
         state = self.blocks[item.block]
         assert state.updates == item.step, (
             f"block {item.block}: step {item.step} applied after {state.updates}"

@@ -13,8 +13,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-
 from dualpar.block_queue import BlockQueue
 from dualpar.job import JobLayout
 from dualpar.output import OutputWriter
@@ -76,7 +74,7 @@ class PipelineEngine:
         t, prev = self.transport, self.rank - 1
         last = self.rank == self.stages - 1
         items = self._items_from(self.start_iteration)
-        t.expect(prev, self.runner.hidden_shape(), self.runner.dtype, len(items))
+        t.expect(prev, self.runner.hidden_spec(), len(items))
         dst = 0 if last else self.rank + 1
         for item in items:
             if self.hooks.on_iteration is not None and self._is_first_of_iteration(item):
@@ -86,7 +84,7 @@ class PipelineEngine:
             with self.timeline.span("compute", item.order):
                 y = self.runner.forward(item, x)
             if last:
-                y = self._pad_output(y)
+                y = self.runner.pad_output(y)
             with self.timeline.span("send", item.order):
                 t.send(y, dst)
         t.flush()
@@ -167,24 +165,15 @@ class PipelineEngine:
         """Stage 0 of a multi-stage job: pre-post receives for every returned output."""
         if self.stages > 1:
             n = len(self._items_from(self.start_iteration))
-            self.transport.expect(self.stages - 1, self.runner.output_shape(), torch.float32, n)
-
-    def _pad_output(self, out: torch.Tensor) -> torch.Tensor:
-        shape = self.runner.output_shape()
-        if out.shape[2] == shape[2]:
-            return out
-        padded = out.new_zeros(shape)
-        padded[:, :, : out.shape[2]] = out
-        return padded
+            self.transport.expect(self.stages - 1, self.runner.output_spec(), n)
 
     def _wait_for(self, order: int, queue: BlockQueue, pending: deque, applied: list[int]) -> None:
         while applied[0] < order:
             item = pending.popleft()
             with self.timeline.span("wait", item.order):
                 out = self.transport.recv(self.stages - 1)
-            n_own = len(self.job.geometry.own_range(item.block))
             with self.timeline.span("scheduler", item.order):
-                queue.apply(item, out[:, :, :n_own])
+                queue.apply(item, self.runner.unpad_output(item, out))
             applied[0] = item.order
 
     def _drain(self, queue: BlockQueue, pending: deque, applied: list[int]) -> None:

@@ -64,8 +64,9 @@ class OutputWriter:
         if self.preview is not None and state["preview"] is not None:
             self.preview.frames = dict(state["preview"])
 
-    def write_block(self, block: int, latents_BCFHW: torch.Tensor) -> int:
-        """Write one finished block; returns how many video frames it added."""
+    def write_block(self, block: int, latents: tuple[torch.Tensor, ...]) -> int:
+        """Write one finished block (`(video latents,)`); returns how many video frames it added."""
+        latents_BCFHW = latents[0]
         if self.latents is not None:
             self.latents.write_frames(self.job.geometry.own_range(block).start, latents_BCFHW)
         if self.decoder is None:

@@ -15,6 +15,7 @@ from dualpar.attention.base import AttnCall
 from dualpar.job import JobLayout
 from dualpar.models.wan import PassContext, WanStage
 from dualpar.schedule.blockwise import WorkItem
+from dualpar.transport.base import Message, TensorSpec
 
 
 class StageRunner:
@@ -49,18 +50,27 @@ class StageRunner:
     def batch(self) -> int:
         return len(self.job.branches)
 
-    def hidden_shape(self) -> tuple[int, int, int]:
-        """Shape of the hidden states that travel between stages (static for the whole job)."""
-        return self.batch, self.q_grid[0] * self.job.tokens_per_frame, self.stage_width
+    def hidden_spec(self) -> tuple[TensorSpec, ...]:
+        """Layout of the hidden-state messages between stages (static for the whole job)."""
+        shape = (self.batch, self.q_grid[0] * self.job.tokens_per_frame, self.stage_width)
+        return (TensorSpec(shape, self.dtype),)
 
     @property
     def stage_width(self) -> int:
         return self.job.info.hidden_dim
 
-    def output_shape(self) -> tuple[int, int, int, int, int]:
-        """Shape of the returned own-frame output buffer (block 0's P+C frames is the largest)."""
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        """Layout of the returned own-frame output (block 0's P+C frames is the largest), float32."""
         h, w = self.job.latent_hw
-        return 1, int(self.job.info.transformer["out_channels"]), self.q_grid[0], h, w
+        return (TensorSpec((1, int(self.job.info.transformer["out_channels"]), self.q_grid[0], h, w), torch.float32),)
+
+    def pad_output(self, out: Message) -> Message:
+        """The last stage's output padded to the static `output_spec` (frames axis 2)."""
+        return tuple(_pad_axis2(t, spec.shape) for t, spec in zip(out, self.output_spec()))
+
+    def unpad_output(self, item: WorkItem, out: Message) -> Message:
+        """Inverse of `pad_output` on stage 0: the block's own frames only."""
+        return (out[0][:, :, : len(self.job.geometry.own_range(item.block))],)
 
     def _context(self, item: WorkItem) -> PassContext:
         tpf = self.job.tokens_per_frame
@@ -90,25 +100,42 @@ class StageRunner:
         return self.stage.conditions(timestep, text)
 
     @torch.no_grad()
-    def forward(self, item: WorkItem, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, item: WorkItem, x: Message) -> Message:
         """One pass: stage input (window latents on the first stage, hidden states otherwise) -> stage output
         (hidden states, or on the last stage the guided output of the block's own frames, float32)."""
         if not item.has_right:  # the tail opens an iteration: the feature cache starts empty
             for proc in self.stage.processors:
                 proc.backend.begin_iteration()
         temb, timestep_proj, text_proj = self._conditions(item)
-        if self.stage.first:
-            window = x.to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1, -1, -1)
-            hidden = self.stage.embed(window)
-        else:
-            hidden = x
+        hidden = self.embed_video(x[0]) if self.stage.first else x[0]
         hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item))
         if not self.stage.last:
-            return hidden
+            return (hidden,)
+        return (self.video_output(item, hidden, temb),)
+
+    def embed_video(self, window_BCFHW: torch.Tensor) -> torch.Tensor:
+        window = window_BCFHW.to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1, -1, -1)
+        return self.stage.embed(window)
+
+    def video_output(self, item: WorkItem, hidden: torch.Tensor, temb: torch.Tensor,
+                     sync_scale: float | None = None) -> torch.Tensor:
+        """Head, guidance and the block's own frames [1, C_lat, F_own, h, w] float32 (last stage).
+        `sync_scale`: sync guidance with a third, no-fusion row (`av` jobs)."""
         out = self.stage.head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))
         if self.job.use_cfg:
             cond, uncond = out[0:1], out[1:2]
-            out = uncond + self.job.cfg.schedule.guidance * (cond - uncond)
+            guided = uncond + self.job.cfg.schedule.guidance * (cond - uncond)
+            if sync_scale is not None:
+                guided = guided + (sync_scale - 1.0) * (cond - out[2:3])
+            out = guided
         geo = self.job.geometry
         off = geo.own_offset(item.block)
         return out[:, :, off : off + len(geo.own_range(item.block))].float()
+
+
+def _pad_axis2(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    if t.shape[2] == shape[2]:
+        return t
+    padded = t.new_zeros(shape)
+    padded[:, :, : t.shape[2]] = t
+    return padded

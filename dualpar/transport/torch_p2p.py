@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from dualpar.errors import PeerError
+from dualpar.transport.base import Message, TensorSpec
 
 
 class TorchP2PTransport:
@@ -49,44 +50,47 @@ class TorchP2PTransport:
         if ok is False:
             raise PeerError(f"rank {self.rank}: {what} rank {peer} did not complete within {self.timeout}")
 
-    def send(self, tensor: torch.Tensor, dst: int) -> None:
+    def send(self, message: Message, dst: int) -> None:
+        """Send every tensor of `message` in order (one isend each; at most `max_in_flight` messages wait)."""
         queue = self._sends.setdefault(dst, deque())
         while len(queue) >= self.max_in_flight:
-            work, _ = queue.popleft()
-            self._wait(work, dst, "send to")
-        tensor = tensor.contiguous()
+            works, _ = queue.popleft()
+            for work in works:
+                self._wait(work, dst, "send to")
+        tensors = tuple(t.contiguous() for t in message)
         try:
-            work = dist.isend(tensor, dst)
+            works = [dist.isend(t, dst) for t in tensors]
         except RuntimeError as err:
             raise PeerError(f"rank {self.rank}: send to rank {dst} failed ({err}); the peer died or left") from err
-        queue.append((work, tensor))
+        queue.append((works, tensors))
 
-    def expect(self, src: int, shape: tuple[int, ...], dtype: torch.dtype, count: int) -> None:
-        self._expect[src] = [shape, dtype, count]
+    def expect(self, src: int, spec: tuple[TensorSpec, ...], count: int) -> None:
+        self._expect[src] = [tuple(spec), count]
         self._recvs[src] = deque()
         self._post(src)
 
     def _post(self, src: int) -> None:
-        shape, dtype, remaining = self._expect[src]
+        spec, remaining = self._expect[src]
         queue = self._recvs[src]
         while remaining > 0 and len(queue) < self.prepost:
-            buf = torch.empty(shape, dtype=dtype, device=self.device)
+            bufs = tuple(torch.empty(s.shape, dtype=s.dtype, device=self.device) for s in spec)
             try:
-                work = dist.irecv(buf, src)
+                works = [dist.irecv(b, src) for b in bufs]
             except RuntimeError as err:
                 raise PeerError(f"rank {self.rank}: receive from rank {src} failed ({err}); the peer died") from err
-            queue.append((work, buf))
+            queue.append((works, bufs))
             remaining -= 1
-        self._expect[src][2] = remaining
+        self._expect[src][1] = remaining
 
-    def recv(self, src: int) -> torch.Tensor:
+    def recv(self, src: int) -> Message:
         queue = self._recvs.get(src)
         if not queue:
             raise PeerError(f"rank {self.rank}: no message from rank {src} was expected (plan mismatch)")
-        work, buf = queue.popleft()
-        self._wait(work, src, "receive from")
+        works, bufs = queue.popleft()
+        for work in works:
+            self._wait(work, src, "receive from")
         self._post(src)
-        return buf
+        return bufs
 
     def broadcast(self, tensor: torch.Tensor, src: int) -> torch.Tensor:
         work = dist.broadcast(tensor, src=src, async_op=True)
@@ -96,5 +100,6 @@ class TorchP2PTransport:
     def flush(self) -> None:
         for dst, queue in self._sends.items():
             while queue:
-                work, _ = queue.popleft()
-                self._wait(work, dst, "send to")
+                works, _ = queue.popleft()
+                for work in works:
+                    self._wait(work, dst, "send to")
