@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from dualpar.config import EngineConfig
 from dualpar.models.codec import latents_for_frames
 from dualpar.models.registry import ModelInfo
 from dualpar.plan_split import split_layers
 from dualpar.schedule.blockwise import BlockGeometry, BlockPlan, blocks_for_latents, blockwise_plan
+
+if TYPE_CHECKING:
+    from dualpar.av.layout import AVLayout
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,34 @@ class JobLayout:
     def use_cfg(self) -> bool:
         return (self.cfg.schedule.guidance or 0.0) > 1.0
 
+    @cached_property
+    def av(self) -> AVLayout | None:
+        """The audio layout of an `av` job (None for video jobs)."""
+        if self.cfg.job != "av":
+            return None
+        from dualpar.av.config import AudioConfig
+        from dualpar.av.layout import AVLayout
+
+        assert self.cfg.output.fps is not None
+        codec = self.info.codec
+        return AVLayout.build(AudioConfig.from_mapping(self.cfg.audio), self.geometry, self.frames,
+                              self.cfg.output.fps, codec.temporal_stride, codec.causal_first_frame)
+
+    @property
+    def sync_guidance(self) -> float | None:
+        """Sync guidance scale of an `av` job (a third, no-fusion batch row), else None."""
+        return self.av.audio.sync_guidance if self.av is not None and self.use_cfg else None
+
     @property
     def branches(self) -> tuple[str, ...]:
-        return ("cond", "uncond") if self.use_cfg else ("cond",)
+        """Batch rows of every window: cond, uncond with guidance, and the no-fusion row of sync guidance."""
+        rows = ("cond", "uncond") if self.use_cfg else ("cond",)
+        return (*rows, "nofusion") if self.sync_guidance is not None else rows
+
+    def branch_texts(self, block: int) -> list[int]:
+        """Index into `texts` of each batch row's prompt for `block`."""
+        own = self.block_text[block]
+        return [self.negative_text_index if b == "uncond" else own for b in self.branches]
 
     @cached_property
     def texts(self) -> tuple[str, ...]:

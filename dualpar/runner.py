@@ -92,36 +92,41 @@ class StageRunner:
         )
 
     def _conditions(self, item: WorkItem):
-        rows = [self.job.block_text[item.block]]
-        if self.job.use_cfg:
-            rows.append(self.job.negative_text_index)
-        text = self.text_embeds[rows]
-        timestep = self.timesteps[item.step].expand(len(rows)).to(self.device)
+        text, timestep = self._row_inputs(item)
         return self.stage.conditions(timestep, text)
+
+    def _row_inputs(self, item: WorkItem) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text embeddings [B, L, D], timestep [B]) of the window's batch rows."""
+        rows = self.job.branch_texts(item.block)
+        return self.text_embeds[rows], self.timesteps[item.step].expand(len(rows)).to(self.device)
+
+    def begin_pass(self, item: WorkItem) -> None:
+        if not item.has_right:  # the tail opens an iteration: the feature cache starts empty
+            for proc in self.stage.processors:
+                proc.backend.begin_iteration()
 
     @torch.no_grad()
     def forward(self, item: WorkItem, x: Message) -> Message:
         """One pass: stage input (window latents on the first stage, hidden states otherwise) -> stage output
         (hidden states, or on the last stage the guided output of the block's own frames, float32)."""
-        if not item.has_right:  # the tail opens an iteration: the feature cache starts empty
-            for proc in self.stage.processors:
-                proc.backend.begin_iteration()
+        self.begin_pass(item)
         temb, timestep_proj, text_proj = self._conditions(item)
         hidden = self.embed_video(x[0]) if self.stage.first else x[0]
         hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item))
         if not self.stage.last:
             return (hidden,)
-        return (self.video_output(item, hidden, temb),)
+        return (self.video_output(item, self.video_head(hidden, temb)),)
 
     def embed_video(self, window_BCFHW: torch.Tensor) -> torch.Tensor:
         window = window_BCFHW.to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1, -1, -1)
         return self.stage.embed(window)
 
-    def video_output(self, item: WorkItem, hidden: torch.Tensor, temb: torch.Tensor,
-                     sync_scale: float | None = None) -> torch.Tensor:
-        """Head, guidance and the block's own frames [1, C_lat, F_own, h, w] float32 (last stage).
-        `sync_scale`: sync guidance with a third, no-fusion row (`av` jobs)."""
-        out = self.stage.head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))
+    def video_head(self, hidden: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.stage.head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))
+
+    def video_output(self, item: WorkItem, out: torch.Tensor, sync_scale: float | None = None) -> torch.Tensor:
+        """Guidance over the head's rows and the block's own frames [1, C_lat, F_own, h, w] float32 (last
+        stage). `sync_scale`: sync guidance with a third, no-fusion row (`av` jobs)."""
         if self.job.use_cfg:
             cond, uncond = out[0:1], out[1:2]
             guided = uncond + self.job.cfg.schedule.guidance * (cond - uncond)

@@ -15,7 +15,7 @@ from dualpar.errors import ConfigError
 from dualpar.models.registry import ModelInfo
 
 RAY_PLACEMENTS = ("auto", "STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD")
-OUTPUT_FILES = ("video.mp4", "latents.safetensors", "report.json", "preview.png", "trace.json")
+OUTPUT_FILES = ("video.mp4", "audio.wav", "latents.safetensors", "report.json", "preview.png", "trace.json")
 
 
 def resolve_config(cfg: EngineConfig, info: ModelInfo) -> EngineConfig:
@@ -54,17 +54,12 @@ def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
     _check_restart(cfg, info)
     _check_ray(cfg)
     _check_output(cfg)
+    _check_audio(cfg, info)
 
 
 def _check_choices(cfg: EngineConfig) -> None:
     if cfg.job not in JOBS:
         raise ConfigError("job", f"unknown job {cfg.job!r}", f"use one of {', '.join(JOBS)}")
-    if cfg.job == "av":
-        raise ConfigError(
-            "job",
-            "job=av: the audio branch (dualpar.av) is not wired into the pipeline yet, so it would render no sound",
-            "use job=video or job=sparse_video",
-        )
     if cfg.launcher not in LAUNCHERS:
         raise ConfigError("launcher", f"unknown launcher {cfg.launcher!r}", f"use one of {', '.join(LAUNCHERS)}")
     if cfg.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -259,3 +254,46 @@ def _check_ray(cfg: EngineConfig) -> None:
             raise ConfigError(f"ray.{key}", f"is {value}", "use a non-negative resource amount (fractions work)")
     if r.ready_timeout_s <= 0:
         raise ConfigError("ray.ready_timeout_s", f"is {r.ready_timeout_s}", "use a positive number of seconds")
+
+
+def _check_audio(cfg: EngineConfig, info: ModelInfo) -> None:
+    """The `audio:` options of an av job: known keys and values, files present, a usable time grid."""
+    if cfg.job != "av":
+        if cfg.audio:
+            raise ConfigError("audio", f"is set but job={cfg.job}", "add job=av, or drop the audio options")
+        return
+    from dualpar.av.config import AudioConfig
+    from dualpar.av.layout import codec_facts
+    from dualpar.av.timegrid import TimeGrid
+    from dualpar.sinks.mp4 import AudioSpec
+
+    try:
+        audio = AudioConfig.from_mapping(cfg.audio)
+    except (TypeError, ValueError) as err:
+        text = str(err)
+        key = text.split("=")[0].split(" ")[0] if text.startswith("audio.") else "audio"
+        raise ConfigError(key, text, "see dualpar/conf/job/av.yaml for each option and its values") from err
+    if audio.codec_path is not None:
+        folder = Path(audio.codec_path).expanduser() / (audio.codec_subfolder or "")
+        if not (folder / "config.json").is_file():
+            raise ConfigError("audio.codec_path", f"{folder} has no config.json",
+                              "point it at a local codec directory (for Stable Audio: its vae/ folder)")
+    if audio.init == "checkpoint":
+        folder = Path(str(audio.checkpoint)).expanduser()
+        if not (folder / "config.json").is_file() or not (folder / "audio_tower.safetensors").is_file():
+            raise ConfigError("audio.checkpoint", f"{folder} is not an audio tower directory",
+                              "give a directory written by AudioTower.save_pretrained (config.json + weights)")
+    if audio.sync_guidance is not None and not (cfg.schedule.guidance or 0.0) > 1.0:
+        raise ConfigError("audio.sync_guidance", "needs classifier-free guidance (the cond and uncond rows)",
+                          "set schedule.guidance above 1, or audio.sync_guidance=null")
+    facts = codec_facts(audio)
+    assert cfg.output.fps is not None
+    grid = TimeGrid(cfg.output.fps, facts.sample_rate, facts.hop, info.codec.temporal_stride,
+                    info.codec.causal_first_frame)
+    try:
+        audio.check_grid(grid)
+        if cfg.output.video:
+            AudioSpec(facts.sample_rate, facts.channels)
+    except ValueError as err:
+        key = "audio.mode" if "mode" in str(err) else "audio.codec"
+        raise ConfigError(key, str(err), "use audio.mode=auto, or a codec whose rate AAC supports") from err

@@ -130,8 +130,11 @@ class AudioTower(nn.Module):
 
     def embed(self, z_BCL: torch.Tensor, timestep_B: torch.Tensor, text_BTE: torch.Tensor) -> AudioEmbedding:
         """Audio latents -> tokens, plus the window's conditions (stage 0)."""
-        x_BLD = self.patch_embedding(z_BCL.transpose(1, 2).to(self.patch_embedding.weight.dtype)).contiguous()
-        return AudioEmbedding(x_BLD, *self.conditions(timestep_B, text_BTE))
+        return AudioEmbedding(self.embed_tokens(z_BCL), *self.conditions(timestep_B, text_BTE))
+
+    def embed_tokens(self, z_BCL: torch.Tensor) -> torch.Tensor:
+        """Audio latents [B, C, L] -> tokens [B, L, D] (patch 1 in time)."""
+        return self.patch_embedding(z_BCL.transpose(1, 2).to(self.patch_embedding.weight.dtype)).contiguous()
 
     def head(self, x_BLD: torch.Tensor, temb_BD: torch.Tensor) -> torch.Tensor:
         """Wan-style modulated output head: tokens -> velocity [B, C, L]."""

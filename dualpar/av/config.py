@@ -12,7 +12,7 @@ from typing import Any
 
 CODECS = ("tiny", "oobleck")
 INITS = ("random", "from_video", "checkpoint")
-NOISES = ("independent", "pool")
+NOISES = ("independent",)
 MODES = ("auto", "aligned", "padded")
 
 
@@ -30,7 +30,9 @@ class AudioConfig:
     mode: str = "auto"  # auto | aligned (require integer A) | padded
     guidance: float = 3.0  # audio guidance scale g_a (video keeps schedule.guidance)
     sync_guidance: float | None = None  # g_s: third batch row with fusion off (about 3); null: off
-    noise: str = "independent"  # independent (seeded per block) | pool (reuse the video pool's permutation)
+    noise: str = "independent"  # independent: block k's audio noise is seeded from (seed, k)
+    init_seed: int = 0  # init=random: weights are a function of (init_seed, parameter name)
+    wav: bool = False  # also write the soundtrack as audio.wav (16-bit PCM) beside video.mp4
 
     def __post_init__(self) -> None:
         _choice("codec", self.codec, CODECS)

@@ -135,13 +135,23 @@ def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_sta
     t0 = time.time()
     stage = build_stage(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)
     stage.install_attention(attention_factory(cfg.attention))
+    tower = None
+    if job.av is not None:
+        from dualpar.av.stage import build_audio_stage
+
+        tower = build_audio_stage(job, stage, dtype, device)
     scheduler = load_scheduler(job.info, cfg.schedule.flow_shift)
     scheduler.set_timesteps(job.plan.steps, device="cpu")
     load_s = time.time() - t0
     t0 = time.time()
     embeds = _text_embeds(job, ctx, transport, device)
     encode_s = time.time() - t0
-    runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device)
+    if tower is None:
+        runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device)
+    else:
+        from dualpar.av.stage import AVStageRunner
+
+        runner = AVStageRunner(stage, tower, job, embeds, scheduler.timesteps, dtype, device)
     engine = PipelineEngine(job, runner, ctx.rank, ctx.world_size, transport, timeline)
     ref = _restart_point(cfg) if ctx.rank == 0 else None
     engine.start_iteration = _agree_start(transport, device, ref.iteration if ref is not None else 0)
@@ -161,13 +171,20 @@ def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_
     state = load_state(ref) if ref is not None else None
     t0 = time.time()
     codec = load_codec(job.info, device) if cfg.output.video else None
+    audio_codec = None
+    if job.av is not None and cfg.output.video:
+        from dualpar.av.codec import load_codec as load_audio_codec
+
+        audio = job.av.audio
+        audio_codec = load_audio_codec(audio.codec, audio.codec_path, audio.codec_subfolder)
     load_s += time.time() - t0
     queue = _block_queue(cfg, job, scheduler)
     result = Stage0Result()
     if state is not None:  # keep the frame accounting and per-block timings; phase times are this run's
         queue.load_state_dict(state["queue"])
         result = Stage0Result(**state["result"] | {"decode_s": 0.0, "denoise_s": 0.0})
-    writer = OutputWriter(job, codec, out_dir, resume=state["output"] if state is not None else None)
+    writer = OutputWriter(job, codec, out_dir, resume=state["output"] if state is not None else None,
+                          audio_codec=audio_codec)
     progress = Progress(job.geometry.n_blocks, job.frames, enabled=cfg.output.progress)
     progress.resume_from(len(result.block_seconds), result.frames)
     ckpt = Stage0Checkpointer(cfg, len(job.plan.iterations), engine.start_iteration, stop)
@@ -182,6 +199,12 @@ def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_
     ckpt.finish()
     stages = _gather(ctx, transport, _own_stats(engine))
     report = _report(cfg, job, stages, result, paths, t_start, load_s, encode_s, render_s)
+    if job.av is not None:
+        av = job.av
+        report["audio"] = {"sample_rate": av.codec.sample_rate, "channels": av.codec.channels,
+                           "hop": av.codec.hop, "audio_per_latent": str(av.grid.audio_per_latent()),
+                           "aligned": av.grid.aligned, "slots": av.slots, "total_samples": av.total_samples,
+                           "samples_written": writer.samples_written}
     report["restart"] = {
         "resumed_from_iteration": ref.iteration if ref is not None else None,
         "render_started_at": t0,
@@ -196,6 +219,9 @@ def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_
 def _own_stats(engine: PipelineEngine) -> dict:
     stage = engine.runner.stage
     param_bytes = sum(p.numel() * p.element_size() for p in stage.parameters())
+    tower = getattr(engine.runner, "tower", None)
+    if tower is not None:  # the audio tower's own slice (meta tensors of other stages hold no memory)
+        param_bytes += sum(p.numel() * p.element_size() for p in tower.parameters() if not p.is_meta)
     layers = engine.job.stage_layers[engine.rank]
     computed = dense = overhead = 0
     for proc in stage.processors:
@@ -208,6 +234,14 @@ def _own_stats(engine: PipelineEngine) -> dict:
 
 
 def _block_queue(cfg: EngineConfig, job: JobLayout, scheduler) -> BlockQueue:
+    if job.av is not None:
+        from dualpar.av.queue import AVBlockQueue
+
+        return AVBlockQueue(*_video_queue_args(cfg, job, scheduler), layout=job.av, seed=cfg.seed)
+    return BlockQueue(*_video_queue_args(cfg, job, scheduler))
+
+
+def _video_queue_args(cfg: EngineConfig, job: JobLayout, scheduler) -> tuple:
     h, w = job.latent_hw
     geo = job.geometry
     noise = CoordinatedNoise(
@@ -219,7 +253,7 @@ def _block_queue(cfg: EngineConfig, job: JobLayout, scheduler) -> BlockQueue:
         w,
         coordinated=cfg.schedule.coordinated_noise,
     )
-    return BlockQueue(
+    return (
         geo,
         noise,
         scheduler,
@@ -263,8 +297,18 @@ def _message_bytes(job: JobLayout, cfg: EngineConfig, hidden: bool) -> int:
     if hidden:
         dtype = pick_dtype(cfg.model.dtype, pick_device(cfg.model.device))
         tokens = geo.window_latents * job.tokens_per_frame
-        return len(job.branches) * tokens * job.info.hidden_dim * torch.finfo(dtype).bits // 8
-    return int(job.info.transformer["out_channels"]) * geo.window_latents * h * w * 4
+        rows = len(job.branches)
+        size = rows * tokens * job.info.hidden_dim * torch.finfo(dtype).bits // 8
+        if job.av is not None:
+            from dualpar.av.stage import audio_branch_config
+
+            dim_a = audio_branch_config(job).dim
+            size += rows * job.av.slots * dim_a * torch.finfo(dtype).bits // 8
+        return size
+    size = int(job.info.transformer["out_channels"]) * geo.window_latents * h * w * 4
+    if job.av is not None:
+        size += job.av.codec.latent_channels * job.av.slots * 4
+    return size
 
 
 def _report(cfg, job: JobLayout, stages, result, paths, t_start, load_s, encode_s, render_s) -> dict:

@@ -62,9 +62,10 @@ def _read_owned_tensors(folder: Path, prefixes: tuple[str, ...]) -> dict[str, to
     return state
 
 
-def _cast(
+def cast_state(
     state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device
 ) -> dict[str, torch.Tensor]:
+    """Tensors on `device` in `dtype`, except the modules Wan keeps in float32 (time embedder, norms, tables)."""
     out = {}
     for key, value in state.items():
         keep = any(part in key for part in _KEEP_FP32) and value.is_floating_point()
@@ -86,7 +87,7 @@ def build_stage(
     missing = expected - set(state)
     if missing:
         raise ValueError(f"checkpoint {info.path} lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
-    stage.load_state_dict(_cast(state, dtype, device), strict=False, assign=True)
+    stage.load_state_dict(cast_state(state, dtype, device), strict=False, assign=True)
     stage.rope.to(device)
     leftover = [k for k, p in stage.named_parameters() if p.is_meta]
     assert not leftover, f"unmaterialised parameters: {leftover[:3]}"

@@ -14,6 +14,8 @@ C_lat latent channels, F latent frames, h/w latent height/width.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -160,13 +162,26 @@ class WanStage(nn.Module):
         return hidden.flatten(2).transpose(1, 2).contiguous()
 
     def run_layers(self, hidden_BSD, text_proj, timestep_proj, ctx: PassContext) -> torch.Tensor:
+        with self.pass_context(ctx):
+            for i in self.layer_ids:
+                hidden_BSD = self.blocks[str(i)](hidden_BSD, text_proj, timestep_proj, None)
+        return hidden_BSD
+
+    @contextmanager
+    def pass_context(self, ctx: PassContext) -> Iterator[None]:
+        """Every self-attention processor sees `ctx` for the duration of one pass (also when the layers are
+        driven from outside, as the `av` job does)."""
         for proc in self.processors:
             proc.ctx = ctx
-        for i in self.layer_ids:
-            hidden_BSD = self.blocks[str(i)](hidden_BSD, text_proj, timestep_proj, None)
-        for proc in self.processors:
-            proc.ctx = None
-        return hidden_BSD
+        try:
+            yield
+        finally:
+            for proc in self.processors:
+                proc.ctx = None
+
+    def layer_blocks(self) -> list[nn.Module]:
+        """This stage's transformer blocks in layer order."""
+        return [self.blocks[str(i)] for i in self.layer_ids]
 
     def head(self, hidden_BSD: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """Output norm, projection and unpatchify -> [B, C_lat, F, h, w] (model dtype)."""

@@ -173,7 +173,9 @@ class Mp4SegmentSink:
         """Audio samples that match `total_frames` of video; audio beyond this is trimmed like frames."""
         if self.cfg.audio is None:
             return 0
-        return round(self.cfg.total_frames * self.cfg.audio.sample_rate / self.cfg.fps)
+        # ceil(total_frames * sr / fps) in integers: the same rule as the time grid (AUDIO_VIDEO.md 1)
+        fps = self.cfg.fps
+        return -(-self.cfg.total_frames * self.cfg.audio.sample_rate * fps.denominator // fps.numerator)
 
     def _video_path(self, block: int) -> Path:
         return self.parts_dir / f"{block:06d}.mp4"
