@@ -40,10 +40,28 @@ def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
     return count(model.blocks[0]), count(model.condition_embedder), count(model.patch_embedding), last
 
 
+def _audio_param_counts(job: JobLayout) -> tuple[list[int], int, int, int, int]:
+    """The audio tower's (per-layer incl. fusion, shared, first-only, last-only) parameter counts and width."""
+    from dualpar.av.branch import AudioTower
+    from dualpar.av.stage import audio_branch_config
+
+    with torch.device("meta"):
+        tower = AudioTower(audio_branch_config(job))
+
+    def count(m) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    layers = [count(tower.blocks[i]) + (count(tower.fusion_for(i)) if tower.fusion_for(i) else 0)
+              for i in range(len(tower.blocks))]
+    last = count(tower.proj_out) + tower.scale_shift_table.numel()
+    return layers, count(tower.condition_embedder), count(tower.patch_embedding), last, tower.config.dim
+
+
 def estimate_stages(job: JobLayout) -> list[StageEstimate]:
     device = pick_device(job.cfg.model.device)
     elem = torch.finfo(pick_dtype(job.cfg.model.dtype, device)).bits // 8
     per_layer, shared, first, last = _param_counts(job)
+    audio = _audio_param_counts(job) if job.av is not None else None
     geo = job.geometry
     tokens = geo.window_latents * job.tokens_per_frame
     width = job.info.hidden_dim
@@ -60,6 +78,13 @@ def estimate_stages(job: JobLayout) -> list[StageEstimate]:
         # hidden states of the passes buffered on this stage plus one pass's working set (about 8 widths per token)
         act = batch * tokens * width * elem * (in_flight + 8)
         cache = 2 * batch * geo.context_latents * job.tokens_per_frame * width * elem * len(layers)
+        if audio is not None and job.av is not None:  # the audio tower's slice and its tokens
+            a_layers, a_shared, a_first, a_last, a_width = audio
+            params += sum(a_layers[i] for i in layers) + a_shared
+            params += (a_first if j == 0 else 0) + (a_last if j == len(job.stage_layers) - 1 else 0)
+            act += batch * job.av.slots * a_width * elem * (in_flight + 8)
+            stored = len(job.av.window(min(1, geo.n_blocks - 1)).store_audio)
+            cache += 2 * batch * stored * a_width * elem * len(layers) * 3  # audio self, a2v, v2a
         out.append(StageEstimate(j, layers, params * elem, act, cache))
     return out
 
@@ -89,6 +114,16 @@ def describe_plan(job: JobLayout) -> str:
         f"batch {len(job.branches)} ({'+'.join(job.branches)})",
         f"  stages: {stages}, blocks in flight: {plan.max_in_flight}, estimated idle fraction: {idle:.3f}",
     ]
+    if job.av is not None:
+        av = job.av
+        a = av.grid.audio_per_latent()
+        lines.append(
+            f"  audio: codec {av.audio.codec} ({av.codec.sample_rate} Hz, hop {av.codec.hop}, "
+            f"{av.codec.channels} ch), A={a} audio latents per video latent "
+            f"({'aligned' if av.grid.aligned else 'padded'}), {av.slots} audio tokens per window, "
+            f"width x{av.audio.width_ratio}, fusion every {av.audio.fusion_every} layer(s), "
+            f"{av.total_samples} samples"
+        )
     for est in estimate_stages(job):
         lines.append(
             f"  stage {est.stage}: layers {est.layers.start}..{est.layers.stop - 1} "

@@ -13,7 +13,8 @@ from dualpar.testing.multi import spawn_jobs
 BASE = ["frames=45", "schedule.steps=3", "output.latents=true", "output.video=false", "parallel.threads=1",
         "parallel.timeout_s=120"]
 BACKENDS = {
-    "clustered": ["job=sparse_video", "attention.num_q_clusters=4", "attention.num_k_clusters=8", "attention.density=0.3"],
+    "clustered": ["job=sparse_video", "attention.num_q_clusters=4", "attention.num_k_clusters=8",
+                  "attention.density=0.3"],
     "sliding_tile": ["attention=sliding_tile", "attention.window=[1,1,1]"],
 }
 
