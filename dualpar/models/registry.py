@@ -196,10 +196,10 @@ def read_directory_info(name: str, root: Path, key: str = "model.path") -> Model
     )
     extra = json.loads((root / "dualpar.json").read_text()) if (root / "dualpar.json").is_file() else {}
     defaults = dict(_WAN_DEFAULTS)
-    for key, value in extra.items():
-        name = key.removeprefix("default_")  # dualpar.json may say "default_prompt" or "prompt"
-        if name in _WAN_DEFAULTS:
-            defaults[name] = value
+    for extra_key, value in extra.items():
+        field_name = extra_key.removeprefix("default_")  # dualpar.json may say "default_prompt" or "prompt"
+        if field_name in _WAN_DEFAULTS:
+            defaults[field_name] = value
     return ModelInfo(
         name=name,
         path=root,

@@ -76,3 +76,13 @@ def test_shipped_model_samples_caption_colours():
         colour_hits += [b.colour in prompt for frame in blobs for b in frame]
     assert 0.75 <= np.mean(counts) <= 1.6  # one object asked for; the shipped model gives about 1.05-1.1
     assert np.mean(colour_hits) >= 0.9
+
+
+def test_directory_model_keeps_its_name_and_reads_dualpar_json_defaults():
+    from dualpar.models.registry import packaged_model_dir, read_model_info
+
+    info = read_model_info("toyworld", None, 0)
+    assert info.name == "toyworld"  # dualpar.json's keys must not leak into the model's name
+    extra = json.loads((packaged_model_dir("toyworld") / "dualpar.json").read_text())
+    frames = extra.get("default_frames", extra.get("frames"))
+    assert frames is not None and info.defaults["frames"] == frames
