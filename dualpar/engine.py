@@ -74,19 +74,23 @@ class PipelineEngine:
         t, prev = self.transport, self.rank - 1
         last = self.rank == self.stages - 1
         items = self._items_from(self.start_iteration)
-        t.expect(prev, self.runner.hidden_spec(), len(items))
+        parts = len(self.runner.parts)
+        t.expect(prev, self.runner.hidden_spec(), len(items) * parts)
         dst = 0 if last else self.rank + 1
         for item in items:
             if self.hooks.on_iteration is not None and self._is_first_of_iteration(item):
                 self.hooks.on_iteration(item.iteration)
-            with self.timeline.span("recv", item.order):
-                x = t.recv(prev)
-            with self.timeline.span("compute", item.order):
-                y = self.runner.forward(item, x)
-            if last:
-                y = self.runner.pad_output(y)
-            with self.timeline.span("send", item.order):
-                t.send(y, dst)
+            for part in range(parts):  # micro-batches of one pass (cfg_split), in order
+                with self.timeline.span("recv", item.order):
+                    x = t.recv(prev)
+                with self.timeline.span("compute", item.order):
+                    y = self.runner.forward(item, x, part)
+                if y is None:  # the last stage returns once the pass's last micro-batch is through
+                    continue
+                if last:
+                    y = self.runner.pad_output(y)
+                with self.timeline.span("send", item.order):
+                    t.send(y, dst)
         t.flush()
 
     # ---- stage 0 ------------------------------------------------------------------------------------
@@ -120,15 +124,17 @@ class PipelineEngine:
                     self._wait_for(dep, queue, pending, applied)
                 retire_ready()
                 window = queue.window(item)
-                with self.timeline.span("compute", item.order):
-                    out = self.runner.forward(item, window)
+                for part in range(len(self.runner.parts)):
+                    with self.timeline.span("compute", item.order):
+                        out = self.runner.forward(item, window, part)
+                    if self.stages > 1:
+                        with self.timeline.span("send", item.order):
+                            self.transport.send(out, 1)
                 if self.stages == 1:
                     with self.timeline.span("scheduler", item.order):
                         queue.apply(item, out)
                     applied[0] = item.order
                 else:
-                    with self.timeline.span("send", item.order):
-                        self.transport.send(out, 1)
                     pending.append(item)
             result.denoise_s += time.perf_counter() - t_iter
         self._drain(queue, pending, applied)

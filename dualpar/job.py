@@ -86,6 +86,14 @@ class JobLayout:
         rows = ("cond", "uncond") if self.use_cfg else ("cond",)
         return (*rows, "nofusion") if self.sync_guidance is not None else rows
 
+    @property
+    def micro_batches(self) -> tuple[tuple[str, ...], ...]:
+        """The rows of each message: all branches at once, or one branch per micro-batch with
+        `parallel.cfg_split` (more passes in flight; the last stage combines them)."""
+        if self.cfg.parallel.cfg_split and len(self.branches) > 1:
+            return tuple((b,) for b in self.branches)
+        return (self.branches,)
+
     def branch_texts(self, block: int) -> list[int]:
         """Index into `texts` of each batch row's prompt for `block`."""
         own = self.block_text[block]

@@ -45,10 +45,13 @@ class StageRunner:
             t.to(device) for t in stage.rope_tables(geo.window_latents + geo.context_latents, h, w)
         )
         self.use_cache = job.cfg.schedule.feature_cache and geo.context_latents > 0
+        self.parts = job.micro_batches
+        self._stash: list[Message] = []  # last stage: raw head outputs of a pass's earlier micro-batches
 
     @property
     def batch(self) -> int:
-        return len(self.job.branches)
+        """Rows per message (all guidance branches, or one with cfg_split)."""
+        return len(self.parts[0])
 
     def hidden_spec(self) -> tuple[TensorSpec, ...]:
         """Layout of the hidden-state messages between stages (static for the whole job)."""
@@ -72,7 +75,7 @@ class StageRunner:
         """Inverse of `pad_output` on stage 0: the block's own frames only."""
         return (out[0][:, :, : len(self.job.geometry.own_range(item.block))],)
 
-    def _context(self, item: WorkItem) -> PassContext:
+    def _context(self, item: WorkItem, part: int = 0) -> PassContext:
         tpf = self.job.tokens_per_frame
         geo = self.job.geometry
         off = geo.own_offset(item.block)
@@ -82,44 +85,66 @@ class StageRunner:
             block=item.block,
             step=item.step,
             num_steps=self.job.plan.steps,
-            branches=self.job.branches,
+            branches=self.parts[part],
             q_grid=self.q_grid,
             kv_grid=self.q_grid,
             seed=self.job.cfg.seed,
         )
         return PassContext(
-            self.rope_q, self.rope_k, use_cache=self.use_cache and item.has_right, capture=capture, call=call
+            self.rope_q,
+            self.rope_k,
+            use_cache=self.use_cache and item.has_right,
+            capture=capture,
+            call=call,
+            cache_key="+".join(self.parts[part]),  # micro-batches keep their own feature caches
         )
 
-    def _conditions(self, item: WorkItem):
-        text, timestep = self._row_inputs(item)
+    def _conditions(self, item: WorkItem, part: int = 0):
+        text, timestep = self._row_inputs(item, part)
         return self.stage.conditions(timestep, text)
 
-    def _row_inputs(self, item: WorkItem) -> tuple[torch.Tensor, torch.Tensor]:
-        """(text embeddings [B, L, D], timestep [B]) of the window's batch rows."""
-        rows = self.job.branch_texts(item.block)
+    def _row_inputs(self, item: WorkItem, part: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text embeddings [B, L, D], timestep [B]) of micro-batch `part`'s rows."""
+        texts = dict(zip(self.job.branches, self.job.branch_texts(item.block)))
+        rows = [texts[b] for b in self.parts[part]]
         return self.text_embeds[rows], self.timesteps[item.step].expand(len(rows)).to(self.device)
 
-    def begin_pass(self, item: WorkItem) -> None:
-        if not item.has_right:  # the tail opens an iteration: the feature cache starts empty
+    def begin_pass(self, item: WorkItem, part: int) -> None:
+        if not item.has_right and part == 0:  # the tail opens an iteration: the feature cache starts empty
             for proc in self.stage.processors:
                 proc.backend.begin_iteration()
 
     @torch.no_grad()
-    def forward(self, item: WorkItem, x: Message) -> Message:
-        """One pass: stage input (window latents on the first stage, hidden states otherwise) -> stage output
-        (hidden states, or on the last stage the guided output of the block's own frames, float32)."""
-        self.begin_pass(item)
-        temb, timestep_proj, text_proj = self._conditions(item)
+    def forward(self, item: WorkItem, x: Message, part: int = 0) -> Message | None:
+        """One pass of micro-batch `part`: stage input (window latents on the first stage, hidden states
+        otherwise) -> stage output (hidden states, or on the last stage the guided output of the block's own
+        frames, float32; None until the pass's last micro-batch has been through)."""
+        self.begin_pass(item, part)
+        temb, timestep_proj, text_proj = self._conditions(item, part)
         hidden = self.embed_video(x[0]) if self.stage.first else x[0]
-        hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item))
+        hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item, part))
         if not self.stage.last:
             return (hidden,)
-        return (self.video_output(item, self.video_head(hidden, temb)),)
+        raw = self.gather_parts(part, (self.video_head(hidden, temb),))
+        return None if raw is None else (self.video_output(item, raw[0]),)
 
-    def embed_video(self, window_BCFHW: torch.Tensor) -> torch.Tensor:
-        window = window_BCFHW.to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1, -1, -1)
-        return self.stage.embed(window)
+    def gather_parts(self, part: int, raw: Message) -> Message | None:
+        """All rows of a pass's raw head outputs once its last micro-batch is in (row order as unsplit)."""
+        if len(self.parts) == 1:
+            return raw
+        self._stash.append(raw)
+        if part < len(self.parts) - 1:
+            return None
+        rows = tuple(torch.cat(ts, dim=0) for ts in zip(*self._stash))
+        self._stash.clear()
+        return rows
+
+    def embed_video(self, window_1CFHW: torch.Tensor) -> torch.Tensor:
+        """Patch-embed the window once and share it by every row: the rows' inputs are identical, and a
+        Conv3d's result depends on its batch size (oneDNN picks kernels by shape), which would make
+        `cfg_split` on and off differ in the last bits."""
+        window = window_1CFHW.to(device=self.device, dtype=self.dtype)
+        return self.stage.embed(window).expand(self.batch, -1, -1).contiguous()
 
     def video_head(self, hidden: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         return self.stage.head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))

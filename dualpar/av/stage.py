@@ -102,7 +102,10 @@ class AVStageRunner(StageRunner):
         self.audio_blocks, self.fusions = tower.stage_modules(list(stage.layer_ids))
         self.cache = FeatureCache()
         # Fusion strength per row only matters with the no-fusion row; None keeps the plain path.
-        self.strength = fusion_strength(self.batch, device) if job.sync_guidance is not None else None
+        self.strength = None
+        if job.sync_guidance is not None:
+            full = dict(zip(job.branches, fusion_strength(len(job.branches), device)))
+            self.strength = [torch.stack([full[b] for b in part]) for part in self.parts]
         self._ropes: dict[int, tuple] = {}
 
     def hidden_spec(self) -> tuple[TensorSpec, ...]:
@@ -129,13 +132,14 @@ class AVStageRunner(StageRunner):
         return self._ropes[block]
 
     @torch.no_grad()
-    def forward(self, item: WorkItem, x: Message) -> Message:
-        """One pass of both towers: (video, audio) window latents on the first stage or hidden states after it
-        -> hidden states, or on the last stage the guided velocities of the block's own video and audio."""
-        self.begin_pass(item)
-        if not item.has_right:  # the audio side of the feature cache starts empty too
+    def forward(self, item: WorkItem, x: Message, part: int = 0) -> Message | None:
+        """One pass of both towers for micro-batch `part`: (video, audio) window latents on the first stage or
+        hidden states after it -> hidden states, or on the last stage the guided velocities of the block's own
+        video and audio (None until the pass's last micro-batch has been through)."""
+        self.begin_pass(item, part)
+        if not item.has_right and part == 0:  # the audio side of the feature cache starts empty too
             self.cache.reset()
-        text, timestep = self._row_inputs(item)
+        text, timestep = self._row_inputs(item, part)
         temb_v, tproj_v, text_v = self.stage.conditions(timestep, text)
         temb_a, tproj_a, text_a = self.tower.conditions(timestep, text)
         if self.stage.first:
@@ -145,19 +149,22 @@ class AVStageRunner(StageRunner):
         else:
             h_v, h_a = x
         win, time_v, time_a, valid = self._window_inputs(item.block)
-        inp = AVLayerInputs(text_v, text_a, tproj_v, tproj_a, time_v, time_a, None, self.strength, valid)
+        strength = self.strength[part] if self.strength is not None else None
+        inp = AVLayerInputs(text_v, text_a, tproj_v, tproj_a, time_v, time_a, None, strength, valid)
         pc = None
         if self.use_cache:
             pc = AVPassCache(self.cache, win.video_store_tokens(self.job.tokens_per_frame), win.audio_store_tokens(),
-                             use=item.has_right)
-        with self.stage.pass_context(self._context(item)):
+                             use=item.has_right, tag="+".join(self.parts[part]))
+        with self.stage.pass_context(self._context(item, part)):
             h_v, h_a = run_av_layers(list(self.stage.layer_ids), self.stage.layer_blocks(), self.audio_blocks,
                                      self.fusions, h_v, h_a, inp, pc)
         if not self.stage.last:
             return h_v, h_a
+        raw = self.gather_parts(part, (self.video_head(h_v, temb_v), self.tower.head(h_a, temb_a)))
+        if raw is None:
+            return None
         sync = self.job.sync_guidance
-        return (self.video_output(item, self.video_head(h_v, temb_v), sync),
-                self._audio_output(item, self.tower.head(h_a, temb_a), sync))
+        return self.video_output(item, raw[0], sync), self._audio_output(item, raw[1], sync)
 
     def _audio_output(self, item: WorkItem, a: torch.Tensor, sync: float | None) -> torch.Tensor:
         """Audio guidance over the head's rows and the block's own audio latents' velocity [1, C_a, n_own]."""

@@ -297,7 +297,7 @@ def _message_bytes(job: JobLayout, cfg: EngineConfig, hidden: bool) -> int:
     if hidden:
         dtype = pick_dtype(cfg.model.dtype, pick_device(cfg.model.device))
         tokens = geo.window_latents * job.tokens_per_frame
-        rows = len(job.branches)
+        rows = len(job.micro_batches[0])  # rows per message (one with cfg_split)
         size = rows * tokens * job.info.hidden_dim * torch.finfo(dtype).bits // 8
         if job.av is not None:
             from dualpar.av.stage import audio_branch_config

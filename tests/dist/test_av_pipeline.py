@@ -81,6 +81,7 @@ VARIANTS = {
     "same": ["schedule.left_context=same"],
     "padded": ["output.fps=24"],  # A = 16/3: padded windows with masked audio slots
     "sync": ["audio.sync_guidance=3.0"],  # a third, no-fusion batch row
+    "split": ["audio.sync_guidance=3.0", "parallel.cfg_split=true"],  # three one-row micro-batches per pass
 }
 
 
