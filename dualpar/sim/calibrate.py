@@ -2,20 +2,35 @@
 
 The FLOP model is only as good as its efficiency factors; a measured run is better. From the engine's
 `report.json` (timeline spans per stage, the plan, phase times) this module extracts seconds per layer-pass
-(with and without right-context keys), per-pass embed/head time, the scheduler step and the decode time per
-latent frame, then replays the same plan with another number of stages. `predict_from_report(report, 2)`
-is the one-liner a "predict a 2-stage CPU run within 10%" test needs.
+(with and without right-context keys), per-pass embed/head time, the scheduler step, stage 0's time per pass
+outside any span and the decode time per latent frame, then replays the same plan with another number of
+stages. `predict_from_report(report, 2)` is the one-liner a "predict a 2-stage CPU run within 10%" test needs.
+
+Rank 0's wall time is predicted part by part (`RunPhases`), because each part moves differently with the
+stage count:
+- render: the replay, with compute scaled by `ClusterSpec.compute_slowdown` (more ranks than cores, and
+  processes slowing each other down once every core computes); on a CPU host every message also costs the
+  sending and the receiving stage their own time (`LinkSpec.send_cpu_us`, `recv_cpu_us`). Render time the
+  replay does not explain at the measured stage count is carried over;
+- process group (`ClusterSpec.group_start_s`): waiting for the last rank's launch plus the rendezvous;
+- collectives: the text-embedding and start-iteration broadcasts and the gather of every rank's timeline;
+- load: every rank builds its stage at the same time, so the measured load time scales with the compute
+  slowdown of that many processes; at the sizes run on CPU building a stage is per-process fixed work, not
+  proportional to its layers (a report without per-rank load times cannot tell the two apart);
+- encode and the rest (config, closing outputs, the report) are carried over from the measured run.
 
 Fields read from report.json (others are ignored):
 - `timeline.stages[*]`: `stage`, `layers` [start, stop), `spans` [{kind, item (global order), t0, t1}]
-  with kinds compute (the stage's layers for one micro-batch; embed/head spans nested inside it are
-  subtracted), embed (stage 0), head (last stage, incl. guidance), scheduler, decode (one block, any
-  item value), wait/send/recv (not used for costs). Without embed/head spans their time is spread over
-  the layers, which slightly misplaces it when predicting other stage counts;
+  with kinds compute (the stage's layers for one micro-batch; embed/head/conditions spans nested inside
+  it are subtracted), embed (stage 0), head (last stage, incl. guidance), conditions (the conditioning
+  embeddings every stage computes for itself), scheduler, decode (one block, any item value),
+  wait/send/recv (not used for costs). Without embed/head/conditions spans their time is spread over the
+  layers, which slightly misplaces it when predicting other stage counts;
 - `plan`: n_blocks, steps, block_latents, context_latents, tokens_per_frame, stages, split; optional
   cfg_split, left_context, max_inflight, decode_at, head_wait, checkpoint_every, hidden_bytes and
   velocity_bytes (bytes of one message of each kind);
-- `wall_s`, `phases`: load_s, encode_s, denoise_s, decode_s; optional `threads_per_process`.
+- `wall_s`, `phases`: load_s, encode_s, render_s (else denoise_s + decode_s); optional
+  `threads_per_process`.
 """
 
 from __future__ import annotations
@@ -23,7 +38,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -35,7 +50,11 @@ from dualpar.sim.costs import CostModel
 from dualpar.sim.pipeline import PipelineConfig, PipelineResult, run_pipeline
 
 Report = Mapping[str, Any]
-NESTED_KINDS = ("embed", "head")
+NESTED_KINDS = ("embed", "head", "conditions")
+# Pickled size of one timeline span in the gather to rank 0 (a dict of kind, item, t0, t1), bytes.
+SPAN_BYTES = 100
+BROADCASTS = 3  # text-embedding shape, the embeddings, the start iteration
+GATHER_STEPS = 2  # gather_object: object sizes, then the objects
 
 
 @dataclass(frozen=True)
@@ -52,15 +71,24 @@ class LayerTiming:
     decode_s_per_latent: float
     encode_s: float
     samples: int
+    stage0_gap_s: float = 0.0  # stage 0 per pass in no span: building the window input, bookkeeping
+    conditions_s: float = 0.0  # every stage per pass: its own conditioning embeddings
 
     def costs(
-        self, hidden_msg_s: float = 0.0, velocity_msg_s: float = 0.0, slowdown: float = 1.0
+        self,
+        hidden_msg_s: float = 0.0,
+        velocity_msg_s: float = 0.0,
+        slowdown: float = 1.0,
+        halves: int = 1,
+        send_cpu_s: float = 0.0,
+        recv_cpu_s: float = 0.0,
     ) -> CostModel:
-        """A CostModel for the replay; `slowdown` scales compute (e.g. CPU oversubscription)."""
+        """A CostModel for the replay; `slowdown` scales compute (e.g. CPU oversubscription). Stage 0's
+        unspanned time per pass is charged before its layers, like the embedding (once per pass: 1/halves)."""
         return CostModel(
             layer_s=self.layer_s * slowdown,
             layer_right_s=self.layer_right_s * slowdown,
-            embed_s=self.embed_s * slowdown,
+            embed_s=(self.embed_s + self.stage0_gap_s / halves) * slowdown,
             head_s=self.head_s * slowdown,
             guidance_s=0.0,
             scheduler_s=self.scheduler_s * slowdown,
@@ -68,7 +96,31 @@ class LayerTiming:
             encode_s=self.encode_s,
             hidden_msg_s=hidden_msg_s,
             velocity_msg_s=velocity_msg_s,
+            send_cpu_s=send_cpu_s,
+            recv_cpu_s=recv_cpu_s,
+            stage_s=self.conditions_s * slowdown,
         )
+
+
+@dataclass(frozen=True)
+class RunPhases:
+    """Rank 0's wall time by cause, in seconds (`wall_s` is the sum), measured or predicted.
+
+    Exists because the parts move differently with the stage count: the render phase by replay, the process
+    group and the collectives with the number of ranks, the rest not at all. Carrying everything outside the
+    render phase over as one lump under-predicted multi-stage runs.
+    """
+
+    fixed_s: float  # resolving the config, closing the outputs, writing the report
+    group_s: float  # waiting for every rank to join the process group
+    load_s: float  # building this rank's stage, the scheduler (and the codec)
+    encode_s: float  # rank 0's text encoding
+    collective_s: float  # broadcasts of the text embeddings and start iteration, gather of the timelines
+    render_s: float  # denoise with interleaved decode
+
+    @property
+    def wall_s(self) -> float:
+        return self.fixed_s + self.group_s + self.load_s + self.encode_s + self.collective_s + self.render_s
 
 
 def load_report(path_or_report: str | Path | Report) -> Report:
@@ -127,6 +179,8 @@ def calibrate(report_json: str | Path | Report) -> LayerTiming:
         decode_s_per_latent=decoded / (plan.n_blocks * p + c),
         encode_s=float(report.get("phases", {}).get("encode_s", 0.0)),
         samples=len(plain) + len(right),
+        stage0_gap_s=_stage0_gap(report, len(plan.items)),
+        conditions_s=_mean(report, "conditions"),
     )
 
 
@@ -135,7 +189,75 @@ def _mean(report: Report, kind: str) -> float:
     return fmean(d) if d else 0.0
 
 
-def _replay(report: Report, timing: LayerTiming, stages: int, cluster: ClusterSpec) -> PipelineResult:
+def _covered(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of intervals (nested embed/head spans are not counted twice)."""
+    total, end = 0.0, float("-inf")
+    for t0, t1 in sorted(spans):
+        if t1 > end:
+            total += t1 - max(t0, end)
+            end = t1
+    return total
+
+
+def _stage0_gap(report: Report, passes: int) -> float:
+    """Stage 0's render-phase seconds per pass in no span at all (engine reports, which carry `render_s`)."""
+    render = report.get("phases", {}).get("render_s")
+    stage0 = [s for s in report["timeline"]["stages"] if int(s["stage"]) == 0]
+    if render is None or not stage0 or passes <= 0:
+        return 0.0
+    spans = [(float(sp["t0"]), float(sp["t1"])) for sp in stage0[0]["spans"]]
+    return max(0.0, (float(render) - _covered(spans)) / passes)
+
+
+def measured_phases(report: Report, cluster: str | ClusterSpec = "cpu2") -> RunPhases:
+    """The report's own wall time split into `RunPhases`; the process-group and collective parts, which the
+    worker does not time, are the model's (`fixed_s` is what remains)."""
+    report = load_report(report)
+    cl = load_cluster(cluster) if isinstance(cluster, str) else cluster
+    phases = report.get("phases", {})
+    stages = int(report["plan"].get("stages", 1))
+    render = _render_s(report)
+    group, coll = cl.group_start_s(stages), collectives_s(report, stages, cl)
+    load, encode = float(phases.get("load_s", 0.0)), float(phases.get("encode_s", 0.0))
+    fixed = float(report["wall_s"]) - load - encode - render - group - coll
+    return RunPhases(fixed, group, load, encode, coll, render)
+
+
+def _render_s(report: Report) -> float:
+    phases = report.get("phases", {})
+    if "render_s" in phases:
+        return float(phases["render_s"])
+    return float(phases.get("denoise_s", 0.0)) + float(phases.get("decode_s", 0.0))
+
+
+def collectives_s(report: Report, stages: int, cluster: ClusterSpec) -> float:
+    """Rank 0's time in the start-up broadcasts and the final gather of `stages` timelines (0 for one rank)."""
+    if stages <= 1:
+        return 0.0
+    link = cluster.link
+    others = stages - 1
+    broadcast = BROADCASTS * (link.latency_us * 1e-6 + others * link.send_cpu_us * 1e-6)
+    spans = 3 * int(report["plan"].get("passes", 0) or _passes(report))  # recv, compute, send per pass
+    gather = GATHER_STEPS * link.latency_us * 1e-6 + others * (
+        link.recv_cpu_us * 1e-6 + link.transfer_s(spans * SPAN_BYTES)
+    )
+    return broadcast + gather
+
+
+def _passes(report: Report) -> int:
+    info = report["plan"]
+    return len(blockwise_plan(int(info["n_blocks"]), int(info["steps"])).items)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A replay at some stage count and the per-process compute slowdown it was run with."""
+
+    result: PipelineResult
+    slowdown: float
+
+
+def _replay(report: Report, timing: LayerTiming, stages: int, cluster: ClusterSpec) -> Replay:
     info = report["plan"]
     num_layers = int(info["split"][-1][1])
     hidden, velocity = info.get("hidden_bytes"), info.get("velocity_bytes")
@@ -145,13 +267,8 @@ def _replay(report: Report, timing: LayerTiming, stages: int, cluster: ClusterSp
         )
     threads = int(report.get("threads_per_process", cluster.threads_per_process))
     cl = replace(cluster, threads_per_process=threads)
-    slowdown = cl.compute_slowdown(stages) / cl.compute_slowdown(int(info.get("stages", 1)))
+    own = cl.compute_slowdown(int(info.get("stages", 1)))
     many = stages > 1
-    costs = timing.costs(
-        hidden_msg_s=cluster.link.transfer_s(float(hidden or 0)) if many else 0.0,
-        velocity_msg_s=cluster.link.transfer_s(float(velocity or 0)) if many else 0.0,
-        slowdown=slowdown,
-    )
     cfg_split = bool(info.get("cfg_split", False))
     cfg = PipelineConfig(
         halves=2 if cfg_split else 1,
@@ -164,29 +281,48 @@ def _replay(report: Report, timing: LayerTiming, stages: int, cluster: ClusterSp
         context_latents=int(info["context_latents"]),
         record=False,
     )
+    slowdown = cl.compute_slowdown(stages)
+    costs = timing.costs(
+        hidden_msg_s=cl.link.transfer_s(float(hidden or 0)) if many else 0.0,
+        velocity_msg_s=cl.link.transfer_s(float(velocity or 0)) if many else 0.0,
+        slowdown=slowdown / own,
+        halves=cfg.halves,
+        send_cpu_s=cl.link.send_cpu_us * 1e-6 if many else 0.0,
+        recv_cpu_s=cl.link.recv_cpu_us * 1e-6 if many else 0.0,
+    )
     plan = blockwise_plan(int(info["n_blocks"]), int(info["steps"]))
-    return run_pipeline(plan, split_layers(num_layers, stages), costs, cfg)
+    return Replay(run_pipeline(plan, split_layers(num_layers, stages), costs, cfg), slowdown)
 
 
 def predict_breakdown(
     report_json: str | Path | Report, stages: int, cluster: str | ClusterSpec = "cpu2"
 ) -> dict:
-    """Replay the measured run at its own stage count and at `stages`; everything outside the replayed
-    window (process start, loading, text encoding) is carried over unchanged from the measured wall time."""
+    """Predict rank 0's wall time of the same job with `stages` stages, part by part (see the module
+    docstring). At the report's own stage count it gives back the measured wall time exactly."""
     report = load_report(report_json)
     cl = load_cluster(cluster) if isinstance(cluster, str) else cluster
     timing = calibrate(report)
     own = _replay(report, timing, int(report["plan"].get("stages", 1)), cl)
     new = _replay(report, timing, stages, cl)
-    wall = float(report["wall_s"])
-    outside = wall - own.makespan_s
+    measured = measured_phases(report, cl)
+    unexplained = measured.render_s - own.result.makespan_s
+    predicted = replace(
+        measured,
+        group_s=cl.group_start_s(stages),
+        load_s=measured.load_s * new.slowdown / own.slowdown,
+        collective_s=collectives_s(report, stages, cl),
+        render_s=new.result.makespan_s + unexplained,
+    )
     return {
-        "measured_wall_s": wall,
-        "replayed_own_s": own.makespan_s,
-        "outside_s": outside,
-        "predicted_denoise_decode_s": new.makespan_s,
-        "predicted_wall_s": outside + new.makespan_s,
-        "predicted_idle_fraction": new.idle_fractions(),
+        "measured_wall_s": float(report["wall_s"]),
+        "replayed_own_s": own.result.makespan_s,
+        "outside_s": predicted.wall_s - predicted.render_s,
+        "predicted_denoise_decode_s": predicted.render_s,
+        "predicted_wall_s": predicted.wall_s,
+        "predicted_idle_fraction": new.result.idle_fractions(),
+        "predicted_slowdown": new.slowdown / own.slowdown,
+        "measured_phases": asdict(measured),
+        "phases": asdict(predicted),
     }
 
 

@@ -43,11 +43,18 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """A stage-to-stage hop: effective bandwidth per direction, per-message latency, P2P or host-staged."""
+    """A stage-to-stage hop: effective bandwidth per direction, per-message latency, P2P or host-staged.
+
+    `send_cpu_us` / `recv_cpu_us` are the time a stage itself is busy per message (posting a send, taking a
+    received tensor). On GPUs that is negligible; on a CPU host the gloo calls and copies run on the same cores
+    as the layers, so they add to a stage's work instead of overlapping it.
+    """
 
     bandwidth_gbs: float
     latency_us: float
     p2p: bool
+    send_cpu_us: float = 0.0
+    recv_cpu_us: float = 0.0
 
     def transfer_s(self, nbytes: float) -> float:
         copies = 1 if self.p2p else 2  # host staging: device->host, then host->device
@@ -67,12 +74,31 @@ class ClusterSpec:
     cores: int = 0
     threads_per_process: int = 0
     host_tflops: float = 1.0  # sustained host CPU rate, for a text encoder run off the device
+    corun_slowdown: float = 1.0  # CPU hosts: compute slowdown of a process while every core is busy
+    group_init_s: float = 0.0  # process-group rendezvous of a multi-rank run (rank 0's wait)
+    rank_start_s: float = 0.0  # launch delay of each further rank, which rank 0 waits for at the rendezvous
 
     def compute_slowdown(self, processes: int) -> float:
-        """CPU oversubscription: N processes x threads on fewer cores run proportionally slower."""
+        """Per-process compute slowdown of `processes` ranks on `cores` cores (1.0 without a core count).
+
+        More threads than cores run proportionally slower; once more than one core computes, each process also
+        runs `corun_slowdown` slower (shared caches and memory bandwidth, a shared host), scaled by how many of
+        the other cores are in use. Ranks count as always busy: measured 3-stage runs on the 2-core machine
+        slowed their layers by about 3/2 x `corun_slowdown`, although stage 0 waits a fifth of the time.
+        """
         if self.cores <= 0 or self.threads_per_process <= 0:
             return 1.0
-        return max(1.0, processes * self.threads_per_process / self.cores)
+        threads = processes * self.threads_per_process
+        share = max(1.0, threads / self.cores)
+        others = self.cores - self.threads_per_process
+        used = (min(threads, self.cores) - self.threads_per_process) / others if others > 0 else 0.0
+        return share * (1.0 + (self.corun_slowdown - 1.0) * min(1.0, max(0.0, used)))
+
+    def group_start_s(self, processes: int) -> float:
+        """Rank 0's wait for a process group of `processes` ranks: the last rank's launch, then the rendezvous."""
+        if processes <= 1:
+            return 0.0
+        return self.group_init_s + self.rank_start_s * (processes - 1)
 
 
 def cluster_from_dict(data: dict[str, Any]) -> ClusterSpec:

@@ -3,8 +3,9 @@
 Durations come either from the FLOP model (model shape x device throughput x an efficiency factor) or from
 a calibration table measured on a real run (`dualpar.sim.calibrate`). Either way the pipeline replay only
 sees a `CostModel`: seconds per layer-pass (with and without right-context keys), per-pass fixed work on
-stage 0 (embedding) and on the last stage (head, guidance), the stage-0 scheduler step and VAE decode, and
-one hop's transfer time. The cost-aware layer split is derived from the same numbers.
+every stage (conditioning), on stage 0 (embedding) and on the last stage (head, guidance), the stage-0
+scheduler step and VAE decode, one hop's transfer time and the stage's own time per message sent or
+received. The cost-aware layer split is derived from the same numbers.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ class CostModel:
     encode_s: float
     hidden_msg_s: float
     velocity_msg_s: float
+    send_cpu_s: float = 0.0  # the sending stage's own time per message (CPU hosts: gloo calls and copies)
+    recv_cpu_s: float = 0.0  # the receiving stage's own time per message
+    stage_s: float = 0.0  # every stage's own fixed work per micro-batch (its conditioning embeddings)
 
     def stage_overheads(self, stages: int, items: int, decoded_latents: int, halves: int) -> list[float]:
         """Each stage's fixed extra work per micro-batch, in seconds (for the cost-aware split)."""
         units = max(1, items * halves)
         first = self.embed_s + (self.scheduler_s * items + self.decode_s_per_latent * decoded_latents) / units
         last = self.head_s + self.guidance_s * items / units
-        extra = [0.0] * stages
+        extra = [self.stage_s] * stages
         extra[0] += first
         extra[-1] += last
         return extra
@@ -62,6 +66,8 @@ def flop_costs(job: Job, model: ModelSpec, cluster: ClusterSpec) -> CostModel:
         encode_s=model.text_encode_flops() / (encode_rate(job, cluster)),
         hidden_msg_s=cluster.link.transfer_s(geo.hidden_msg_bytes) if job.stages > 1 else 0.0,
         velocity_msg_s=cluster.link.transfer_s(geo.velocity_msg_bytes) if job.stages > 1 else 0.0,
+        send_cpu_s=cluster.link.send_cpu_us * 1e-6 if job.stages > 1 else 0.0,
+        recv_cpu_s=cluster.link.recv_cpu_us * 1e-6 if job.stages > 1 else 0.0,
     )
 
 

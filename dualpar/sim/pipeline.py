@@ -16,6 +16,8 @@ decode). This module walks the engine's own plan (`dualpar.schedule.blockwise`) 
   velocity (once per item, after the last half) to stage 0;
 - a send waits for a free slot (`max_inflight` outstanding per peer) and for the receiver's pre-posted
   buffer (`max_inflight` buffers, freed when that micro-batch's compute ends); each hop is one FIFO link.
+  Posting a send and taking a received message also keep the stage itself busy (`send_cpu_s`,
+  `recv_cpu_s`: span kind `comm`), which matters on CPU hosts where gloo shares the cores with the layers.
 
 Events are processed unit by unit and stage by stage: every quantity a stage needs (its input's arrival,
 the receiver's buffer, returned velocities of earlier items) is then already known.
@@ -28,12 +30,12 @@ from dataclasses import dataclass, field
 from dualpar.schedule.blockwise import BlockPlan, WorkItem
 from dualpar.sim.costs import CostModel
 
-BUSY_KINDS = frozenset({"embed", "compute", "head", "scheduler", "decode"})
+BUSY_KINDS = frozenset({"embed", "compute", "head", "scheduler", "decode", "comm"})
 
 
 @dataclass(frozen=True)
 class Span:
-    """One interval on a stage: kind in compute|embed|head|scheduler|decode|wait|send|recv."""
+    """One interval on a stage: kind in compute|embed|head|scheduler|decode|comm|wait|send|recv."""
 
     kind: str
     item: int
@@ -130,7 +132,7 @@ class _Replay:
 
     def layers_s(self, j: int, x: WorkItem) -> float:
         per = self.c.layer_right_s if x.has_right else self.c.layer_s
-        return len(self.ranges[j]) * per
+        return self.c.stage_s + len(self.ranges[j]) * per
 
     def block_latents(self, block: int) -> int:
         p, c = self.cfg.block_latents, self.cfg.context_latents
@@ -144,6 +146,8 @@ class _Replay:
             if self.vel_at[k] > t:
                 self.dep_wait += self.vel_at[k] - t
             t = self.wait_until(0, k, t, self.vel_at[k])
+            if self.n > 1:
+                t = self.span(0, "comm", k, t, self.c.recv_cpu_s)
             t = self.span(0, "scheduler", k, t, self.c.scheduler_s)
             x = self.items[k]
             if x.step == last_step and self.cfg.decode_at != "end":
@@ -165,6 +169,7 @@ class _Replay:
         k = self.cfg.max_inflight
         if u >= k:
             t = self.wait_until(j, item, t, self.sent[j][u - k])
+        t = self.span(j, "comm", item, t, self.c.send_cpu_s)
         buffer_free = self.end_c[j + 1][u - k] if u >= k else 0.0
         start = max(t, self.link_free[j], buffer_free)
         end = start + self.c.hidden_msg_s
@@ -179,6 +184,7 @@ class _Replay:
         k, o, last = self.cfg.max_inflight, x.order, self.n - 1
         if o >= k:
             t = self.wait_until(last, o, t, self.ret_sent[o - k])
+        t = self.span(last, "comm", o, t, self.c.send_cpu_s)
         scale = self.block_latents(x.block) / self.cfg.block_latents
         start = max(t, self.link_free[last])
         end = start + self.c.velocity_msg_s * scale
@@ -222,6 +228,7 @@ class _Replay:
 
     def later_stage(self, j: int, x: WorkItem, h: int, u: int) -> None:
         t = self.wait_until(j, x.order, self.free[j], self.arrive[j][u])
+        t = self.span(j, "comm", x.order, t, self.c.recv_cpu_s)
         t = self.span(j, "compute", x.order, t, self.layers_s(j, x))
         if j == self.n - 1:
             t = self.head(j, x, h, t)
