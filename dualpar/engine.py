@@ -61,6 +61,7 @@ class PipelineEngine:
     ):
         self.job = job
         self.runner = runner
+        runner.timeline = timeline  # nested spans (conditions, embed, head) for the performance model
         self.rank = rank
         self.stages = stages
         self.transport = transport

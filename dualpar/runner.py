@@ -9,12 +9,15 @@ Legend: B batch rows (cond[, uncond]), S window tokens, D width, C_lat latent ch
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 
 from dualpar.attention.base import AttnCall
 from dualpar.job import JobLayout
 from dualpar.models.wan import PassContext, WanStage
 from dualpar.schedule.blockwise import WorkItem
+from dualpar.timeline import Timeline
 from dualpar.transport.base import Message, TensorSpec
 
 
@@ -46,6 +49,7 @@ class StageRunner:
         )
         self.use_cache = job.cfg.schedule.feature_cache and geo.context_latents > 0
         self.parts = job.micro_batches
+        self.timeline: Timeline | None = None  # set by the engine: nested spans per pass
         self._stash: list[Message] = []  # last stage: raw head outputs of a pass's earlier micro-batches
 
     @property
@@ -99,9 +103,14 @@ class StageRunner:
             cache_key="+".join(self.parts[part]),  # micro-batches keep their own feature caches
         )
 
+    def span(self, kind: str, item: WorkItem) -> AbstractContextManager:
+        """A timeline span nested in the engine's `compute` span of the same pass (none without a timeline)."""
+        return self.timeline.span(kind, item.order) if self.timeline is not None else nullcontext()
+
     def _conditions(self, item: WorkItem, part: int = 0):
         text, timestep = self._row_inputs(item, part)
-        return self.stage.conditions(timestep, text)
+        with self.span("conditions", item):
+            return self.stage.conditions(timestep, text)
 
     def _row_inputs(self, item: WorkItem, part: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(text embeddings [B, L, D], timestep [B]) of micro-batch `part`'s rows."""
@@ -121,12 +130,17 @@ class StageRunner:
         frames, float32; None until the pass's last micro-batch has been through)."""
         self.begin_pass(item, part)
         temb, timestep_proj, text_proj = self._conditions(item, part)
-        hidden = self.embed_video(x[0]) if self.stage.first else x[0]
+        if self.stage.first:
+            with self.span("embed", item):
+                hidden = self.embed_video(x[0])
+        else:
+            hidden = x[0]
         hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item, part))
         if not self.stage.last:
             return (hidden,)
-        raw = self.gather_parts(part, (self.video_head(hidden, temb),))
-        return None if raw is None else (self.video_output(item, raw[0]),)
+        with self.span("head", item):
+            raw = self.gather_parts(part, (self.video_head(hidden, temb),))
+            return None if raw is None else (self.video_output(item, raw[0]),)
 
     def gather_parts(self, part: int, raw: Message) -> Message | None:
         """All rows of a pass's raw head outputs once its last micro-batch is in (row order as unsplit)."""

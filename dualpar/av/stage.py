@@ -140,12 +140,14 @@ class AVStageRunner(StageRunner):
         if not item.has_right and part == 0:  # the audio side of the feature cache starts empty too
             self.cache.reset()
         text, timestep = self._row_inputs(item, part)
-        temb_v, tproj_v, text_v = self.stage.conditions(timestep, text)
-        temb_a, tproj_a, text_a = self.tower.conditions(timestep, text)
+        with self.span("conditions", item):
+            temb_v, tproj_v, text_v = self.stage.conditions(timestep, text)
+            temb_a, tproj_a, text_a = self.tower.conditions(timestep, text)
         if self.stage.first:
-            h_v = self.embed_video(x[0])
-            z_a = x[1].to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1)
-            h_a = self.tower.embed_tokens(z_a)
+            with self.span("embed", item):
+                h_v = self.embed_video(x[0])
+                z_a = x[1].to(device=self.device, dtype=self.dtype).expand(self.batch, -1, -1)
+                h_a = self.tower.embed_tokens(z_a)
         else:
             h_v, h_a = x
         win, time_v, time_a, valid = self._window_inputs(item.block)
@@ -160,11 +162,12 @@ class AVStageRunner(StageRunner):
                                      self.fusions, h_v, h_a, inp, pc)
         if not self.stage.last:
             return h_v, h_a
-        raw = self.gather_parts(part, (self.video_head(h_v, temb_v), self.tower.head(h_a, temb_a)))
-        if raw is None:
-            return None
-        sync = self.job.sync_guidance
-        return self.video_output(item, raw[0], sync), self._audio_output(item, raw[1], sync)
+        with self.span("head", item):
+            raw = self.gather_parts(part, (self.video_head(h_v, temb_v), self.tower.head(h_a, temb_a)))
+            if raw is None:
+                return None
+            sync = self.job.sync_guidance
+            return self.video_output(item, raw[0], sync), self._audio_output(item, raw[1], sync)
 
     def _audio_output(self, item: WorkItem, a: torch.Tensor, sync: float | None) -> torch.Tensor:
         """Audio guidance over the head's rows and the block's own audio latents' velocity [1, C_a, n_own]."""

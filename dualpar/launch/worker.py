@@ -121,15 +121,17 @@ def worker_main(ctx: WorkerContext, cfg: EngineConfig) -> dict:
     job = JobLayout(cfg, info)
     device = pick_device(cfg.model.device, ctx.local_rank)
     dtype = pick_dtype(cfg.model.dtype, device)
+    t0 = time.time()
     transport = _init_group(ctx, cfg, device)
+    startup = {"start_time": t_start, "group_s": time.time() - t0}
     try:
-        return _run(ctx, cfg, job, device, dtype, transport, t_start)
+        return _run(ctx, cfg, job, device, dtype, transport, t_start, startup)
     finally:
         if transport is not None and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_start: float) -> dict:
+def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_start: float, startup: dict) -> dict:
     timeline = Timeline(ctx.rank, enabled=True)
     layers = job.stage_layers[ctx.rank]
     t0 = time.time()
@@ -160,13 +162,15 @@ def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_sta
         engine.hooks = IterationHooks(on_iteration=FaultInjector(cfg, ctx.rank))
         with stop:
             engine.run_relay()
-        _gather(ctx, transport, _own_stats(engine))
+        _gather(ctx, transport, _own_stats(engine) | startup | {"load_s": load_s})
         return {"rank": ctx.rank}
-    return _run_stage0(ctx, cfg, job, engine, scheduler, (ref, stop), device, transport, t_start, load_s, encode_s)
+    startup |= {"load_s": load_s}
+    return _run_stage0(ctx, cfg, job, engine, scheduler, (ref, stop), device, transport, t_start, startup, encode_s)
 
 
-def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_start, load_s, encode_s) -> dict:
+def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_start, startup, encode_s) -> dict:
     ref, stop = restart
+    load_s = startup["load_s"]
     out_dir = _prepare_output_dir(cfg, resuming=ref is not None)
     state = load_state(ref) if ref is not None else None
     t0 = time.time()
@@ -195,10 +199,16 @@ def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_
     with stop:
         result = engine.run_stage0(queue, writer, progress, result)
     render_s = time.time() - t0
+    t0 = time.time()
     paths = writer.close()
     ckpt.finish()
-    stages = _gather(ctx, transport, _own_stats(engine))
+    close_s = time.time() - t0
+    t0 = time.time()
+    stages = _gather(ctx, transport, _own_stats(engine) | startup)
+    gather_s = time.time() - t0
     report = _report(cfg, job, stages, result, paths, t_start, load_s, encode_s, render_s)
+    # rank 0's time outside loading, encoding and rendering, for the performance model's wall-time split
+    report["phases"] |= {"group_s": startup["group_s"], "close_s": close_s, "gather_s": gather_s}
     if job.av is not None:
         av = job.av
         report["audio"] = {"sample_rate": av.codec.sample_rate, "channels": av.codec.channels,

@@ -210,14 +210,16 @@ def _stage0_gap(report: Report, passes: int) -> float:
 
 
 def measured_phases(report: Report, cluster: str | ClusterSpec = "cpu2") -> RunPhases:
-    """The report's own wall time split into `RunPhases`; the process-group and collective parts, which the
-    worker does not time, are the model's (`fixed_s` is what remains)."""
+    """The report's own wall time split into `RunPhases`: the process-group part as measured when the report
+    has `phases.group_s` (else the model's), the collectives from the model; `fixed_s` is what remains."""
     report = load_report(report)
     cl = load_cluster(cluster) if isinstance(cluster, str) else cluster
     phases = report.get("phases", {})
     stages = int(report["plan"].get("stages", 1))
     render = _render_s(report)
     group, coll = cl.group_start_s(stages), collectives_s(report, stages, cl)
+    if "group_s" in phases:  # measured by the worker (reports written since it records them)
+        group = float(phases["group_s"])
     load, encode = float(phases.get("load_s", 0.0)), float(phases.get("encode_s", 0.0))
     fixed = float(report["wall_s"]) - load - encode - render - group - coll
     return RunPhases(fixed, group, load, encode, coll, render)

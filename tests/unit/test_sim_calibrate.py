@@ -195,3 +195,24 @@ def test_a_real_one_stage_run_predicts_a_real_three_stage_run(tmp_path) -> None:
     assert abs(median(errors)) < 0.25, f"3-stage wall predicted with errors {errors}"
     # the process group and the gather cost a 3-stage run time that a 1-stage run does not spend
     assert median(three - one for one, three in rests) > 0.01, rests
+
+
+def test_reports_carry_the_measurements_the_model_reads(tmp_path) -> None:
+    """Rank 0's process-group, close and gather times, each rank's start time and load time, and the nested
+    conditions/embed/head spans inside every compute span, so the model need not infer them."""
+    report = render(tmp_path / "run", [*REAL_JOB, "parallel.stages=1"])
+    phases = report["phases"]
+    assert all(phases[k] >= 0 for k in ("group_s", "close_s", "gather_s"))
+    rest = report["wall_s"] - phases["load_s"] - phases["encode_s"] - phases["render_s"]
+    assert phases["group_s"] + phases["close_s"] + phases["gather_s"] <= rest
+    stage = report["stages"][0]
+    assert stage["start_time"] <= report["restart"]["render_started_at"] and 0 < stage["load_s"] <= phases["load_s"]
+    spans = report["timeline"]["stages"][0]["spans"]
+    computes = {s["item"]: s for s in spans if s["kind"] == "compute"}
+    for kind in ("conditions", "embed", "head"):
+        nested = [s for s in spans if s["kind"] == kind]
+        assert len(nested) == report["plan"]["passes"]
+        for s in nested:
+            outer = computes[s["item"]]
+            assert outer["t0"] <= s["t0"] <= s["t1"] <= outer["t1"]
+    assert calibrate(report).conditions_s > 0
