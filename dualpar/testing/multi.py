@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue as queue_mod
 import tempfile
+import time
 from pathlib import Path
 
 from dualpar.config import EngineConfig
@@ -39,14 +40,17 @@ def spawn_jobs(cfgs: list[EngineConfig], timeout_s: float = 600.0) -> list[dict]
         procs = [mpc.Process(target=_child, args=(r, world, cfgs, tmp, results)) for r in range(world)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join(timeout=timeout_s)
-        while True:
+        # Read reports while the ranks run: a child cannot exit before its queued report has gone through the
+        # pipe, so joining first would deadlock on any report larger than the pipe's buffer.
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (any(p.is_alive() for p in procs) or not results.empty()):
             try:
-                i, rep = results.get(timeout=1.0)
+                i, rep = results.get(timeout=0.2)
             except queue_mod.Empty:
-                break
+                continue
             reports[i] = rep
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
         for p in procs:
             if p.is_alive():
                 p.kill()
