@@ -169,10 +169,17 @@ class PipelineEngine:
         return it.items[0].order == item.order
 
     def expect_outputs(self) -> None:
-        """Stage 0 of a multi-stage job: pre-post receives for every returned output."""
+        """Stage 0 of a multi-stage job: pre-post receives for the returned outputs.
+
+        Stage 0 takes outputs only when a later pass needs them, so up to two iterations' passes can be
+        outstanding. Every one of them gets a posted receive: then the last stage's sends always complete,
+        every stage keeps draining its input, and stage 0's own sends complete in turn. With fewer, a long
+        iteration (more blocks in flight than receives) deadlocks with every rank waiting on a send. The
+        outputs are the own frames' velocities, small beside the hidden states."""
         if self.stages > 1:
             n = len(self._items_from(self.start_iteration))
-            self.transport.expect(self.stages - 1, self.runner.output_spec(), n)
+            depth = 2 * self.job.plan.max_in_flight + 2
+            self.transport.expect(self.stages - 1, self.runner.output_spec(), n, depth=depth)
 
     def _wait_for(self, order: int, queue: BlockQueue, pending: deque, applied: list[int]) -> None:
         while applied[0] < order:

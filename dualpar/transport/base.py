@@ -29,8 +29,9 @@ class Transport(Protocol):
     def send(self, message: Message, dst: int) -> None:
         """Start sending; returns at once unless `max_sends_in_flight` sends to `dst` are outstanding."""
 
-    def expect(self, src: int, spec: tuple[TensorSpec, ...], count: int) -> None:
-        """Declare that `count` messages laid out as `spec` will come from `src` (receives are pre-posted)."""
+    def expect(self, src: int, spec: tuple[TensorSpec, ...], count: int, depth: int | None = None) -> None:
+        """Declare that `count` messages laid out as `spec` will come from `src`; `depth` receives are kept
+        posted ahead (the transport's default when None)."""
 
     def recv(self, src: int) -> Message:
         """The next message from `src` (waits for it, at most the peer timeout)."""

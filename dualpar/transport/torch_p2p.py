@@ -64,15 +64,16 @@ class TorchP2PTransport:
             raise PeerError(f"rank {self.rank}: send to rank {dst} failed ({err}); the peer died or left") from err
         queue.append((works, tensors))
 
-    def expect(self, src: int, spec: tuple[TensorSpec, ...], count: int) -> None:
-        self._expect[src] = [tuple(spec), count]
+    def expect(self, src: int, spec: tuple[TensorSpec, ...], count: int, depth: int | None = None) -> None:
+        """Pre-post receives for `count` messages from `src`, `depth` of them at a time (default `prepost`)."""
+        self._expect[src] = [tuple(spec), count, depth or self.prepost]
         self._recvs[src] = deque()
         self._post(src)
 
     def _post(self, src: int) -> None:
-        spec, remaining = self._expect[src]
+        spec, remaining, depth = self._expect[src]
         queue = self._recvs[src]
-        while remaining > 0 and len(queue) < self.prepost:
+        while remaining > 0 and len(queue) < depth:
             bufs = tuple(torch.empty(s.shape, dtype=s.dtype, device=self.device) for s in spec)
             try:
                 works = [dist.irecv(b, src) for b in bufs]

@@ -114,3 +114,18 @@ def test_cfg_split_micro_batches_are_bit_identical_across_stages(tmp_path):
     assert torch.equal(got, ref), f"max diff {(got - ref).abs().max()}"
     unsplit = _reference(tmp_path, "unsplit", [])
     torch.testing.assert_close(got, unsplit, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.timeout(300)
+def test_more_blocks_in_flight_than_posted_receives(tmp_path):
+    """12 steps over 14 blocks keep 12 passes in flight per iteration, far more than the messages each rank
+    pre-posts or keeps sending. Stage 0 takes outputs only when a later pass needs them, so unless its output
+    receives cover every outstanding pass, every rank ends up waiting on a send (a deadlock that only long
+    schedules, such as Wan's 50 steps, reach). It must finish, and equal one stage."""
+    deep = ["frames=109", "schedule.steps=12", "output.video=false", "parallel.timeout_s=60"]
+    cfg = prepare(compose([*BASE, *deep, "parallel.stages=2", "launcher=spawn", f"output.dir={tmp_path / 'two'}",
+                           "output.progress=false"]))[0]
+    [report] = spawn_jobs([cfg], timeout_s=240)
+    assert report["blocks"] == 14 and report["plan"]["steps"] == 12
+    render(tmp_path / "one", [*BASE, *deep])
+    assert torch.equal(load_latents(tmp_path / "two"), load_latents(tmp_path / "one"))
