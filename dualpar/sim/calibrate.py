@@ -310,7 +310,8 @@ def predict_breakdown(
     unexplained = measured.render_s - own.result.makespan_s
     predicted = replace(
         measured,
-        group_s=cl.group_start_s(stages),
+        # the model's change from the measured stage count (the measured part itself when the report has it)
+        group_s=measured.group_s + cl.group_start_s(stages) - cl.group_start_s(int(report["plan"].get("stages", 1))),
         load_s=measured.load_s * new.slowdown / own.slowdown,
         collective_s=collectives_s(report, stages, cl),
         render_s=new.result.makespan_s + unexplained,
