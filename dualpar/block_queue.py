@@ -88,15 +88,17 @@ class BlockQueue:
 
     def step_video(self, item: WorkItem, model_out: torch.Tensor) -> None:
         state = self.blocks[item.block]
-        assert state.updates == item.step, (
-            f"block {item.block}: step {item.step} applied after {state.updates}"
-        )
-        sample = state.latents
-        out = model_out.to(sample.dtype)
+        out = model_out.to(state.latents.dtype)
         if self.prediction == "x0":
             sigma = max(float(self.sigmas[item.step]), self.x0_min_t)
-            out = (sample - out) / sigma
-        new = state.scheduler.step(out, self.timesteps[item.step], sample, return_dict=False)[0]
+            out = (state.latents - out) / sigma
+        self.step_state(state, item, out)
+
+    def step_state(self, state: BlockState, item: WorkItem, velocity: torch.Tensor) -> None:
+        """One solver step of `state` with a flow velocity; the previous latents stay as the older version."""
+        assert state.updates == item.step, f"block {item.block}: step {item.step} applied after {state.updates}"
+        sample = state.latents
+        new = state.scheduler.step(velocity.to(sample.dtype), self.timesteps[item.step], sample, return_dict=False)[0]
         state.previous, state.latents = sample, new
         state.updates += 1
 

@@ -57,13 +57,7 @@ class AVBlockQueue(BlockQueue):
     def apply(self, item: WorkItem, model_out: tuple[torch.Tensor, ...]) -> None:
         """Step the block's video and audio with their guided velocities (the audio tower predicts flow)."""
         self.step_video(item, model_out[0])
-        state = self.audio[item.block]
-        assert state.updates == item.step, f"block {item.block}: audio step {item.step} after {state.updates}"
-        sample = state.latents
-        new = state.scheduler.step(model_out[1].to(sample.dtype), self.timesteps[item.step], sample,
-                                   return_dict=False)[0]
-        state.previous, state.latents = sample, new
-        state.updates += 1
+        self.step_state(self.audio[item.block], item, model_out[1])
 
     def state_dict(self) -> dict:
         audio = {k: {"latents": s.latents, "previous": s.previous, "updates": s.updates, "scheduler": s.scheduler}

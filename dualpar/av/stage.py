@@ -13,6 +13,7 @@ Legend: B batch rows, Sv video tokens, Sa audio slots, Dv/Da widths, C_a audio l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def _copied_from_video(video: WanStage, names: list[str]) -> dict[str, torch.Ten
 
 def _read_tower(folder: Path, cfg: AudioBranchConfig, owned: tuple[str, ...]) -> dict[str, torch.Tensor]:
     stored = AudioBranchConfig(**json.loads((folder / CONFIG_NAME).read_text()))
-    if stored.__class__(**{**stored.__dict__, "fusion_every": cfg.fusion_every}) != cfg:
+    if dataclasses.replace(stored, fusion_every=cfg.fusion_every) != cfg:  # fusion_every may select fewer
         raise ValueError(f"audio checkpoint {folder} has config {stored}; the job needs {cfg}")
     with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys() if k.startswith(owned)}  # noqa: SIM118 (safe_open)
