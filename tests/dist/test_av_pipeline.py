@@ -82,6 +82,7 @@ VARIANTS = {
     "padded": ["output.fps=24"],  # A = 16/3: padded windows with masked audio slots
     "sync": ["audio.sync_guidance=3.0"],  # a third, no-fusion batch row
     "split": ["audio.sync_guidance=3.0", "parallel.cfg_split=true"],  # three one-row micro-batches per pass
+    "sparse": ["attention=clustered", "attention.num_q_clusters=4", "attention.num_k_clusters=8"],  # video only
 }
 
 
