@@ -12,6 +12,7 @@ from dualpar.cli import prepare
 from dualpar.models.registry import read_model_info
 from dualpar.sinks.probe import probe_video, read_frames
 from dualpar.sinks.wav import iter_wav, read_wav_info
+from dualpar.testing.crash import crash_in_process
 from dualpar.testing.jobs import compose, load_latents, render
 from dualpar.testing.multi import spawn_jobs
 
@@ -122,29 +123,16 @@ def test_av_mp4_round_trip(tmp_path):
     assert abs(written / 16000 - 37 / 24) <= 1 / 24
 
 
-class SimulatedCrash(BaseException):
-    """Stands in for SIGKILL inside the test process."""
-
-
 @pytest.mark.timeout(600)
 def test_av_resume_equals_uninterrupted(tmp_path, monkeypatch, live_tower):
     """A crash in the steady state and a resume give the same video, audio track and latents (audio solver
     states, stream decoder and samples written are in the checkpoint)."""
-    from dualpar.checkpoint import FaultInjector
-
     job = [*BASE, *AV, "audio.init=checkpoint", f"audio.checkpoint={live_tower}"]
     ref = tmp_path / "ref"
     render(ref, job)
     out = tmp_path / "crashed"
     kill = ["checkpoint.every=2", "debug.kill_rank=0", "debug.kill_at_iteration=5"]
-
-    def die(self):
-        raise SimulatedCrash(f"rank {self.rank} at iteration {self.iteration}")
-
-    monkeypatch.setattr(FaultInjector, "die", die)
-    with pytest.raises(SimulatedCrash):
-        render(out, [*job, *kill])
-    monkeypatch.undo()
+    crash_in_process(monkeypatch, out, [*job, *kill])
     report = render(out, [*job, *kill, "resume=true"])
     assert report["restart"]["resumed_from_iteration"] == 4
     assert torch.equal(load_latents(out), load_latents(ref))

@@ -18,14 +18,11 @@ from dualpar.checkpoint import FaultInjector, checkpoint_dir, kill_markers, late
 from dualpar.cli import prepare
 from dualpar.errors import ConfigError, PeerError
 from dualpar.sinks.probe import read_frames
+from dualpar.testing.crash import crash_in_process
 from dualpar.testing.jobs import compose, load_latents, render
 
 BASE = ["frames=49", "schedule.steps=3", "output.latents=true", "parallel.threads=1", "parallel.timeout_s=60"]
 FRAMES = 49
-
-
-class SimulatedCrash(BaseException):
-    """Stands in for SIGKILL inside the test process."""
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +41,7 @@ def assert_same_video(got, ref) -> None:
 
 
 def _crash_in_process(monkeypatch, out, overrides) -> None:
-    def die(self):
-        raise SimulatedCrash(f"rank {self.rank} at iteration {self.iteration}")
-
-    monkeypatch.setattr(FaultInjector, "die", die)
-    with pytest.raises(SimulatedCrash):
-        render(out, [*BASE, *overrides])
-    monkeypatch.undo()
+    crash_in_process(monkeypatch, out, [*BASE, *overrides])
 
 
 @pytest.mark.timeout(240)
