@@ -216,6 +216,13 @@ class AudioTower(nn.Module):
         return tower
 
 
+def check_tower_config(stored: AudioBranchConfig, needed: AudioBranchConfig, source: object) -> None:
+    """An audio tower checkpoint fits a job when its shape matches (its fusion_every may differ: the job may
+    use fusion in fewer layers)."""
+    if dataclasses.replace(stored, fusion_every=needed.fusion_every) != needed:
+        raise ValueError(f"audio checkpoint {source} has config {stored}; the job needs {needed}")
+
+
 def build_audio_tower(wan_config: Mapping[str, Any], latent_channels: int, audio: Any,
                       video_blocks: Mapping[int, nn.Module] | Sequence[nn.Module] | None = None,
                       condition_embedder: nn.Module | None = None) -> AudioTower:
@@ -224,8 +231,7 @@ def build_audio_tower(wan_config: Mapping[str, Any], latent_channels: int, audio
     cfg = AudioBranchConfig.from_wan(wan_config, latent_channels, audio.width_ratio, audio.fusion_every)
     if audio.init == "checkpoint":
         tower = AudioTower.from_pretrained(audio.checkpoint)
-        if dataclasses.replace(tower.config, fusion_every=cfg.fusion_every) != cfg:
-            raise ValueError(f"audio checkpoint {audio.checkpoint} has config {tower.config}; the job needs {cfg}")
+        check_tower_config(tower.config, cfg, audio.checkpoint)
         return tower
     tower = AudioTower(cfg)
     if audio.init == "from_video":

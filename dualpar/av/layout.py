@@ -83,13 +83,10 @@ class AVLayout:
         """Global audio latents that `block` owns."""
         return self.grid.block_audio_latents(block, self.geometry)
 
-    def own_audio_offset(self, block: int) -> int:
-        """Where the block's own audio starts among its window's audio tokens."""
-        return self.own_audio(block).start - self.grid.window_audio_latents(block, self.geometry).start
-
     def left_audio(self, block: int) -> int:
-        """Audio latents of the left context in `block`'s window (taken from the end of block-1's own audio)."""
-        return self.own_audio_offset(block)
+        """Audio latents of the left context in `block`'s window (the end of block-1's own audio): where the
+        block's own audio starts among its window's audio tokens."""
+        return self.own_audio(block).start - self.grid.window_audio_latents(block, self.geometry).start
 
 
 @lru_cache(maxsize=8)

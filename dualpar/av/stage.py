@@ -13,21 +13,19 @@ Legend: B batch rows, Sv video tokens, Sa audio slots, Dv/Da widths, C_a audio l
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from dualpar.av.branch import CONFIG_NAME, WEIGHTS_NAME, AudioBranchConfig, AudioTower
+from dualpar.av.branch import CONFIG_NAME, AudioBranchConfig, AudioTower, check_tower_config
 from dualpar.av.cache import FeatureCache
 from dualpar.av.fusion import AVLayerInputs, AVPassCache, run_av_layers
 from dualpar.av.guidance import fusion_strength, guided
 from dualpar.av.layout import AVLayout
 from dualpar.job import JobLayout
 from dualpar.models import tiny
-from dualpar.models.loader import cast_state
+from dualpar.models.loader import cast_state, read_owned_tensors
 from dualpar.models.wan import WanStage
 from dualpar.runner import StageRunner
 from dualpar.schedule.blockwise import WorkItem
@@ -52,15 +50,17 @@ def build_audio_stage(job: JobLayout, video: WanStage, dtype: torch.dtype, devic
     names = [k for k, _ in tower.named_parameters() if k.startswith(owned)]
     audio = av.audio
     if audio.init == "checkpoint":
-        state = _read_tower(Path(str(audio.checkpoint)), cfg, owned)
+        folder = Path(str(audio.checkpoint))
+        check_tower_config(AudioBranchConfig(**json.loads((folder / CONFIG_NAME).read_text())), cfg, folder)
+        state = read_owned_tensors(folder, owned)
     else:
         state = {k: _random_tensor(audio.init_seed, k, tuple(tower.get_parameter(k).shape)) for k in names}
-        if audio.init == "from_video":
-            state |= _copied_from_video(video, names)
     missing = sorted(set(names) - set(state))
     if missing:
         raise ValueError(f"audio tower weights lack {len(missing)} tensors, e.g. {missing[:3]}")
     tower.load_state_dict(cast_state(state, dtype, device), strict=False, assign=True)
+    if audio.init == "from_video":  # the stage's own video blocks and the shared condition embedder
+        tower.init_from_video({i: video.blocks[str(i)] for i in video.layer_ids}, video.condition_embedder)
     return tower.eval().requires_grad_(False)
 
 
@@ -69,21 +69,6 @@ def _random_tensor(seed: int, name: str, shape: tuple[int, ...]) -> torch.Tensor
     if ".a2v.out." in name or ".v2a.out." in name:
         return torch.zeros(shape)
     return tiny.init_tensor(seed, AUDIO_PREFIX + name, torch.Size(shape))
-
-
-def _copied_from_video(video: WanStage, names: list[str]) -> dict[str, torch.Tensor]:
-    """init=from_video: the stage's video blocks and condition embedder, tensor for tensor."""
-    source = {f"blocks.{i}.{k}": v for i in video.layer_ids for k, v in video.blocks[str(i)].state_dict().items()}
-    source |= {f"condition_embedder.{k}": v for k, v in video.condition_embedder.state_dict().items()}
-    return {k: source[k].detach().float().clone() for k in names if k in source}
-
-
-def _read_tower(folder: Path, cfg: AudioBranchConfig, owned: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    stored = AudioBranchConfig(**json.loads((folder / CONFIG_NAME).read_text()))
-    if dataclasses.replace(stored, fusion_every=cfg.fusion_every) != cfg:  # fusion_every may select fewer
-        raise ValueError(f"audio checkpoint {folder} has config {stored}; the job needs {cfg}")
-    with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if k.startswith(owned)}  # noqa: SIM118 (safe_open)
 
 
 def _av(job: JobLayout) -> AVLayout:
@@ -174,5 +159,5 @@ class AVStageRunner(StageRunner):
         """Audio guidance over the head's rows and the block's own audio latents' velocity [1, C_a, n_own]."""
         if self.job.use_cfg:
             a = guided(a[0:1], a[1:2], self.av.audio.guidance, a[2:3] if sync is not None else None, sync)
-        off = self.av.own_audio_offset(item.block)
+        off = self.av.left_audio(item.block)
         return a[:, :, off: off + len(self.av.own_audio(item.block))].float()

@@ -53,7 +53,8 @@ def _weight_files(folder: Path, prefixes: tuple[str, ...]) -> dict[Path, list[st
     return files
 
 
-def _read_owned_tensors(folder: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def read_owned_tensors(folder: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Tensors of `folder`'s safetensors files (sharded or not) whose keys start with one of `prefixes`."""
     state: dict[str, torch.Tensor] = {}
     for path, keys in _weight_files(folder, prefixes).items():
         with safe_open(str(path), framework="pt") as f:
@@ -83,7 +84,7 @@ def build_stage(
         assert info.init_seed is not None
         state = {k: tiny.init_tensor(info.init_seed, k, p.shape) for k, p in stage.named_parameters()}
     else:
-        state = _read_owned_tensors(info.path / "transformer", stage.owned_prefixes())
+        state = read_owned_tensors(info.path / "transformer", stage.owned_prefixes())
     missing = expected - set(state)
     if missing:
         raise ValueError(f"checkpoint {info.path} lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")

@@ -86,3 +86,20 @@ def test_planner_weights_per_stage_equal_what_the_stages_load(ratio):
         tower = build_audio_stage(job, stage, torch.float32, torch.device("cpu"))
         loaded = [p for p in [*stage.parameters(), *tower.parameters()] if not p.is_meta]
         assert est.param_bytes == sum(p.numel() * p.element_size() for p in loaded)
+
+
+def test_from_video_init_copies_each_stages_own_video_blocks():
+    from dualpar.av.stage import build_audio_stage
+    from dualpar.models.loader import build_stage
+
+    cfg, _ = prepare(compose(["model=tiny", "parallel.stages=2", "launcher=spawn", "job=av", "audio.init=from_video"]))
+    job = JobLayout(cfg, read_model_info("tiny", None, 0))
+    for layers in job.stage_layers:
+        first, last = layers.start == 0, layers.stop == job.info.num_layers
+        stage = build_stage(job.info, layers, first, last, torch.float32, torch.device("cpu"))
+        tower = build_audio_stage(job, stage, torch.float32, torch.device("cpu"))
+        for i in layers:
+            video, audio = stage.blocks[str(i)].state_dict(), tower.blocks[i].state_dict()
+            assert video.keys() == audio.keys() and all(torch.equal(video[k], audio[k]) for k in video)
+        assert torch.equal(tower.condition_embedder.time_proj.weight, stage.condition_embedder.time_proj.weight)
+        assert all(not p.is_meta for p in tower.fusion[str(layers.start)].parameters())
