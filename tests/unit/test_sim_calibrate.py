@@ -1,11 +1,10 @@
-"""Calibration from a report.json: a synthetic report reproduces its own run and predicts other N, the wall
-time is predicted part by part, and a real 1-stage run predicts a real 3-stage run's wall time."""
+"""Calibration from a report.json: a synthetic report reproduces its own run and predicts other N, and the wall
+time is predicted part by part. Nothing here times anything: real runs are compared in tools/calibrate_check.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from statistics import median
 
 import pytest
 
@@ -115,9 +114,16 @@ def _engine_style(report: dict, gap_s: float, conditions: float) -> dict:
     phases["render_s"] = phases["denoise_s"] + phases["decode_s"] + gap_s * passes
     report["wall_s"] += gap_s * passes
     for st in report["timeline"]["stages"]:
-        nested = [{"kind": "conditions", "item": sp["item"], "t0": sp["t0"],
-                   "t1": sp["t0"] + conditions * (sp["t1"] - sp["t0"])}
-                  for sp in st["spans"] if sp["kind"] == "compute"]
+        nested = [
+            {
+                "kind": "conditions",
+                "item": sp["item"],
+                "t0": sp["t0"],
+                "t1": sp["t0"] + conditions * (sp["t1"] - sp["t0"]),
+            }
+            for sp in st["spans"]
+            if sp["kind"] == "compute"
+        ]
         st["spans"] += nested
     return report
 
@@ -160,41 +166,42 @@ def test_nested_embed_and_head_spans_are_taken_out_of_compute() -> None:
                 by_item[sp["item"]] = (min(lo, sp["t0"]), max(hi, sp["t1"]))
         merged = [{"kind": "compute", "item": i, "t0": a, "t1": b} for i, (a, b) in by_item.items()]
         nested = [sp for sp in st["spans"] if sp["kind"] in ("embed", "head")]
-        st["spans"] = (
-            merged + nested + [sp for sp in st["spans"] if sp["kind"] not in ("embed", "compute", "head")]
-        )
+        st["spans"] = merged + nested + [sp for sp in st["spans"] if sp["kind"] not in ("embed", "compute", "head")]
     t = calibrate(report)
     assert t.layer_s == pytest.approx(result.costs.layer_s)
     assert t.embed_s == pytest.approx(result.costs.embed_s)
 
 
-REAL_JOB = ["frames=65", "height=64", "width=64", "schedule.steps=4", "output.video=false", "output.latents=true",
-            "parallel.threads=1", "launcher=spawn"]
+def test_one_stage_report_predicts_a_three_stage_run() -> None:
+    """The logic a real 1-stage/3-stage comparison exercises, without timing anything: a 1-stage report predicts
+    the simulator's own 3-stage run; the extra ranks add a process group and collectives; 3 processes on 2
+    cores slow every stage's compute. (Real runs are compared in tools/calibrate_check.py, a benchmark.)"""
+    model, cluster, job, _, report = _synthetic()
+    roomy = dataclasses.replace(cluster, corun_slowdown=1.0, cores=8)  # every process on a core of its own
+    three = simulate(dataclasses.replace(job, stages=3), model, roomy)
+    b = predict_breakdown(report, stages=3, cluster=roomy)
+    assert b["predicted_denoise_decode_s"] == pytest.approx(three.pipeline.makespan_s, rel=1e-6)
+    one = predict_breakdown(report, stages=1, cluster=roomy)
+    assert one["phases"]["group_s"] == one["phases"]["collective_s"] == 0.0
+    assert b["phases"]["group_s"] == pytest.approx(roomy.group_start_s(3)) and b["phases"]["collective_s"] > 0
+    assert b["outside_s"] == pytest.approx(one["outside_s"] + b["phases"]["group_s"] + b["phases"]["collective_s"])
+    crowded = predict_breakdown(report, stages=3, cluster=cluster)  # 3 processes on 2 cores
+    assert (
+        crowded["predicted_slowdown"] == pytest.approx(cluster.compute_slowdown(3)) and cluster.compute_slowdown(3) > 1
+    )
+    assert crowded["predicted_denoise_decode_s"] > b["predicted_denoise_decode_s"]
 
 
-def _rest_s(report: dict) -> float:
-    """Rank 0's wall time outside loading, encoding and rendering: process group, gather, report."""
-    phases = report["phases"]
-    return report["wall_s"] - phases["load_s"] - phases["encode_s"] - phases["render_s"]
-
-
-@pytest.mark.slow
-def test_a_real_one_stage_run_predicts_a_real_three_stage_run(tmp_path) -> None:
-    """Tiny preset, 1 and 3 stages (3 processes on 2 cores, where the most changes), alternated three times so
-    that a drift in the machine's speed hits both runs of a pair; the median pair is checked. A 1-second run on
-    a shared 2-core host varies by 15-20% from launch to launch, so the bound is loose; the structure of the
-    prediction is pinned exactly by the synthetic tests above."""
-    errors, rests = [], []
-    for k in range(3):
-        one = render(tmp_path / f"1-{k}", [*REAL_JOB, "parallel.stages=1"])
-        three = render(tmp_path / f"3-{k}", [*REAL_JOB, "parallel.stages=3"])
-        b = predict_breakdown(one, stages=3, cluster="cpu2")
-        assert b["phases"]["group_s"] > 0 and b["phases"]["collective_s"] > 0
-        errors.append(b["predicted_wall_s"] / three["wall_s"] - 1)
-        rests.append((_rest_s(one), _rest_s(three)))
-    assert abs(median(errors)) < 0.25, f"3-stage wall predicted with errors {errors}"
-    # the process group and the gather cost a 3-stage run time that a 1-stage run does not spend
-    assert median(three - one for one, three in rests) > 0.01, rests
+REAL_JOB = [
+    "frames=65",
+    "height=64",
+    "width=64",
+    "schedule.steps=4",
+    "output.video=false",
+    "output.latents=true",
+    "parallel.threads=1",
+    "launcher=spawn",
+]
 
 
 def test_reports_carry_the_measurements_the_model_reads(tmp_path) -> None:
