@@ -11,6 +11,7 @@ import torch
 from dualpar.job import JobLayout
 from dualpar.models.loader import pick_device, pick_dtype
 from dualpar.schedule.blockwise import idle_fraction_estimate
+from dualpar.threads import choose_threads
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def describe_plan(job: JobLayout) -> str:
         f"  window: {geo.window_latents} latent frames x {job.tokens_per_frame} tokens/frame, "
         f"batch {len(job.branches)} ({'+'.join(job.branches)})",
         f"  stages: {stages}, blocks in flight: {plan.max_in_flight}, estimated idle fraction: {idle:.3f}",
+        f"  threads: {choose_threads(job.cfg).describe()}",
     ]
     if job.av is not None:
         av = job.av

@@ -43,10 +43,11 @@ from dualpar.models.loader import (
 from dualpar.models.registry import read_model_info
 from dualpar.output import OutputWriter
 from dualpar.progress import Progress
-from dualpar.report import peak_rss_bytes, write_json_atomic
+from dualpar.report import RenderFacts, right_context_tag, stage_stats, write_report
 from dualpar.runner import StageRunner
 from dualpar.schedule.noise import CoordinatedNoise
-from dualpar.timeline import Timeline, write_chrome_trace
+from dualpar.threads import apply_threads
+from dualpar.timeline import Timeline, clock_for, trace_part
 from dualpar.topology import WorkerContext
 from dualpar.transport.torch_p2p import TorchP2PTransport
 from dualpar.validate import OUTPUT_FILES, resolve_config
@@ -114,8 +115,7 @@ def _prepare_output_dir(cfg: EngineConfig, resuming: bool) -> Path:
 def worker_main(ctx: WorkerContext, cfg: EngineConfig) -> dict:
     """Run this rank's part of the job; rank 0 returns (and writes) the report."""
     t_start = time.time()
-    if cfg.parallel.threads:
-        torch.set_num_threads(cfg.parallel.threads)
+    apply_threads(cfg)  # one share of the node's cores per process (dualpar.threads)
     info = read_model_info(cfg.model.name, cfg.model.path, cfg.model.init_seed)
     cfg = resolve_config(cfg, info)
     job = JobLayout(cfg, info)
@@ -132,8 +132,10 @@ def worker_main(ctx: WorkerContext, cfg: EngineConfig) -> dict:
 
 
 def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_start: float, startup: dict) -> dict:
-    timeline = Timeline(ctx.rank, enabled=True)
     layers = job.stage_layers[ctx.rank]
+    trace = trace_part(Path(cfg.output.dir).expanduser(), ctx.rank) if cfg.output.trace else None
+    name = f"stage {ctx.rank} layers {[layers.start, layers.stop]}"
+    timeline = Timeline(ctx.rank, clock=clock_for(device), trace=trace, tag=right_context_tag(job), name=name)
     t0 = time.time()
     stage = build_stage(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)
     stage.install_attention(attention_factory(cfg.attention))
@@ -162,7 +164,7 @@ def _run(ctx, cfg: EngineConfig, job: JobLayout, device, dtype, transport, t_sta
         engine.hooks = IterationHooks(on_iteration=FaultInjector(cfg, ctx.rank))
         with stop:
             engine.run_relay()
-        _gather(ctx, transport, _own_stats(engine) | startup | {"load_s": load_s})
+        _gather(ctx, transport, stage_stats(engine) | startup | {"load_s": load_s})
         return {"rank": ctx.rank}
     startup |= {"load_s": load_s}
     return _run_stage0(ctx, cfg, job, engine, scheduler, (ref, stop), device, transport, t_start, startup, encode_s)
@@ -204,43 +206,16 @@ def _run_stage0(ctx, cfg, job, engine, scheduler, restart, device, transport, t_
     ckpt.finish()
     close_s = time.time() - t0
     t0 = time.time()
-    stages = _gather(ctx, transport, _own_stats(engine) | startup)
+    stages = _gather(ctx, transport, stage_stats(engine) | startup)
     gather_s = time.time() - t0
-    report = _report(cfg, job, stages, result, paths, t_start, load_s, encode_s, render_s)
     # rank 0's time outside loading, encoding and rendering, for the performance model's wall-time split
-    report["phases"] |= {"group_s": startup["group_s"], "close_s": close_s, "gather_s": gather_s}
-    if job.av is not None:
-        av = job.av
-        report["audio"] = {"sample_rate": av.codec.sample_rate, "channels": av.codec.channels,
-                           "hop": av.codec.hop, "audio_per_latent": str(av.grid.audio_per_latent()),
-                           "aligned": av.grid.aligned, "slots": av.slots, "total_samples": av.total_samples,
-                           "samples_written": writer.samples_written}
-    report["restart"] = {
-        "resumed_from_iteration": ref.iteration if ref is not None else None,
-        "render_started_at": t0,
-        "checkpoint": ckpt.stats,
-    }
-    write_json_atomic(out_dir / "report.json", report)
-    if cfg.output.trace:
-        write_chrome_trace(stages, out_dir / "trace.json")
-    return report
-
-
-def _own_stats(engine: PipelineEngine) -> dict:
-    stage = engine.runner.stage
-    param_bytes = sum(p.numel() * p.element_size() for p in stage.parameters())
-    tower = getattr(engine.runner, "tower", None)
-    if tower is not None:  # the audio tower's own slice (meta tensors of other stages hold no memory)
-        param_bytes += sum(p.numel() * p.element_size() for p in tower.parameters() if not p.is_meta)
-    layers = engine.job.stage_layers[engine.rank]
-    computed = dense = overhead = 0
-    for proc in stage.processors:
-        st = proc.backend.stats()
-        computed, dense, overhead = computed + st.pairs_computed, dense + st.pairs_dense, overhead + st.overhead_flops
-    attention = {"pairs_computed": computed, "pairs_dense": dense, "overhead_flops": overhead,
-                 "density": computed / dense if dense else 1.0}
-    return engine.timeline.to_dict(layers) | {
-        "param_bytes": param_bytes, "peak_rss_bytes": peak_rss_bytes(), "attention": attention}
+    phases = {"load_s": load_s, "encode_s": encode_s, "render_s": render_s}
+    phases |= {"group_s": startup["group_s"], "close_s": close_s, "gather_s": gather_s}
+    facts = RenderFacts(cfg, job, stages, result, paths, t_start, device, engine.runner.dtype, phases)
+    facts.samples_written = writer.samples_written if job.av is not None else None
+    facts.resumed_from = ref.iteration if ref is not None else None
+    facts.render_started_at, facts.checkpoint = t0, ckpt.stats
+    return write_report(out_dir, facts)
 
 
 def _block_queue(cfg: EngineConfig, job: JobLayout, scheduler) -> BlockQueue:
@@ -299,74 +274,3 @@ def _gather(ctx: WorkerContext, transport, own: dict) -> list[dict]:
     gathered: list = [None] * ctx.world_size if ctx.rank == 0 else None
     dist.gather_object(own, gathered, dst=0)
     return gathered or []
-
-
-def _message_bytes(job: JobLayout, cfg: EngineConfig, hidden: bool) -> int:
-    geo = job.geometry
-    h, w = job.latent_hw
-    if hidden:
-        dtype = pick_dtype(cfg.model.dtype, pick_device(cfg.model.device))
-        tokens = geo.window_latents * job.tokens_per_frame
-        rows = len(job.micro_batches[0])  # rows per message (one with cfg_split)
-        size = rows * tokens * job.info.hidden_dim * torch.finfo(dtype).bits // 8
-        if job.av is not None:
-            from dualpar.av.stage import audio_branch_config
-
-            dim_a = audio_branch_config(job).dim
-            size += rows * job.av.slots * dim_a * torch.finfo(dtype).bits // 8
-        return size
-    size = int(job.info.transformer["out_channels"]) * geo.window_latents * h * w * 4
-    if job.av is not None:
-        size += job.av.codec.latent_channels * job.av.slots * 4
-    return size
-
-
-def _report(cfg, job: JobLayout, stages, result, paths, t_start, load_s, encode_s, render_s) -> dict:
-    geo = job.geometry
-    return {
-        "config": cfg.to_dict(),
-        "model": {
-            "name": job.info.name,
-            "path": str(job.info.path) if job.info.path else None,
-            "layers": job.info.num_layers,
-        },
-        "frames": job.frames,
-        "frames_written": result.frames,
-        "blocks": geo.n_blocks,
-        "latent_frames": geo.total_latents,
-        "block_frame_starts": list(job.block_frame_starts),
-        "plan": {
-            "n_blocks": geo.n_blocks,
-            "steps": job.plan.steps,
-            "block_latents": geo.block_latents,
-            "context_latents": geo.context_latents,
-            "tokens_per_frame": job.tokens_per_frame,
-            "stages": len(stages),
-            "split": [[r.start, r.stop] for r in job.stage_layers],
-            "iterations": len(job.plan.iterations),
-            "passes": len(job.plan.items),
-            "left_context": cfg.schedule.left_context,
-            "cfg_split": cfg.parallel.cfg_split,
-            "max_inflight": cfg.parallel.max_sends_in_flight,
-            "head_wait": False,  # finished blocks retire when their last pass returns (no per-iteration drain)
-            "decode_at": "retire",
-            "checkpoint_every": cfg.checkpoint.every,
-            # bytes of one message of each kind, for the performance model's transfer costs
-            "hidden_bytes": _message_bytes(job, cfg, hidden=True),
-            "velocity_bytes": _message_bytes(job, cfg, hidden=False),
-        },
-        "threads_per_process": torch.get_num_threads(),
-        "wall_s": time.time() - t_start,
-        "phases": {
-            "load_s": load_s,
-            "encode_s": encode_s,
-            "render_s": render_s,
-            "denoise_s": render_s - result.decode_s,
-            "decode_s": result.decode_s,
-        },
-        "peak_rss_bytes": stages[0]["peak_rss_bytes"],
-        "stages": [{k: v for k, v in s.items() if k != "spans"} for s in stages],
-        "timeline": {"stages": stages},
-        "per_block": [{"block": k, "decode_write_s": s} for k, s in enumerate(result.block_seconds)],
-        "outputs": paths,
-    }
