@@ -20,12 +20,14 @@ stage count:
 - encode and the rest (config, closing outputs, the report) are carried over from the measured run.
 
 Fields read from report.json (others are ignored):
-- `timeline.stages[*]`: `stage`, `layers` [start, stop), `spans` [{kind, item (global order), t0, t1}]
-  with kinds compute (the stage's layers for one micro-batch; embed/head/conditions spans nested inside
-  it are subtracted), embed (stage 0), head (last stage, incl. guidance), conditions (the conditioning
-  embeddings every stage computes for itself), scheduler, decode (one block, any item value),
-  wait/send/recv (not used for costs). Without embed/head/conditions spans their time is spread over the
-  layers, which slightly misplaces it when predicting other stage counts;
+- `stages[*]`: `stage`, `layers` [start, stop), `timeline` (the engine's bounded per-kind summary:
+  `kinds` {kind or kind/plain|right: {n, s}}, `covered_s`), or else `timeline.stages[*]`: `stage`, `layers`,
+  `spans` [{kind, item (global order), t0, t1}] (simulated reports). Kinds: compute (the stage's layers
+  for one micro-batch; embed/head/conditions spans nested inside it are subtracted), embed (stage 0), head
+  (last stage, incl. guidance), conditions (the conditioning embeddings every stage computes for itself),
+  scheduler, decode (one block, any item value), wait/send/recv (not used for costs). Without
+  embed/head/conditions spans their time is spread over the layers, which slightly misplaces it when
+  predicting other stage counts;
 - `plan`: n_blocks, steps, block_latents, context_latents, tokens_per_frame, stages, split; optional
   cfg_split, left_context, max_inflight, decode_at, head_wait, checkpoint_every, hidden_bytes and
   velocity_bytes (bytes of one message of each kind);
@@ -40,7 +42,6 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 from dualpar.plan_split import split_layers
@@ -51,8 +52,8 @@ from dualpar.sim.pipeline import PipelineConfig, PipelineResult, run_pipeline
 
 Report = Mapping[str, Any]
 NESTED_KINDS = ("embed", "head", "conditions")
-# Pickled size of one timeline span in the gather to rank 0 (a dict of kind, item, t0, t1), bytes.
-SPAN_BYTES = 100
+# Pickled size of one rank's timeline summary in the gather to rank 0, bytes (bounded: no per-span lists).
+SUMMARY_BYTES = 4000
 BROADCASTS = 3  # text-embedding shape, the embeddings, the start iteration
 GATHER_STEPS = 2  # gather_object: object sizes, then the objects
 
@@ -129,25 +130,71 @@ def load_report(path_or_report: str | Path | Report) -> Report:
     return json.loads(Path(path_or_report).read_text())
 
 
-def _durations(report: Report, kind: str) -> list[tuple[int, int, float]]:
-    """(stage, item, seconds) of every span of `kind`. A compute span's nested embed/head spans (same
-    stage and item, inside its interval) are subtracted, so the engine may record them either nested in
-    or beside the compute span."""
-    out = []
-    for st in report["timeline"]["stages"]:
-        spans = st["spans"]
-        extras: dict[int, list[tuple[float, float]]] = {}
+@dataclass(frozen=True)
+class _StageTotals:
+    """One stage's span totals: kind (or kind/tag, tag plain|right for per-pass kinds) -> (count, seconds),
+    compute net of the embed/head/conditions spans nested in it; `covered_s`: time in any span."""
+
+    stage: int
+    layers: int
+    kinds: dict[str, tuple[int, float]]
+    covered_s: float
+
+
+def _stage_totals(report: Report, plan) -> list[_StageTotals]:
+    """From the engine's per-stage summaries (`stages[*].timeline`), else from span lists
+    (`timeline.stages[*].spans`: simulated reports and reports written before summaries)."""
+    stages = report.get("stages")
+    if stages and isinstance(stages[0], Mapping) and "timeline" in stages[0]:
+        return [_from_summary(st) for st in stages]
+    return [_from_spans(st, plan) for st in report["timeline"]["stages"]]
+
+
+def _from_summary(st: Mapping) -> _StageTotals:
+    """The engine nests embed/head/conditions inside the compute span of the same pass."""
+    kinds = {k: (int(v["n"]), float(v["s"])) for k, v in st["timeline"]["kinds"].items()}
+    for tag in ("plain", "right"):
+        n, total = kinds.get(f"compute/{tag}", (0, 0.0))
+        if n:
+            inner = sum(kinds.get(f"{k}/{tag}", (0, 0.0))[1] for k in NESTED_KINDS)
+            kinds[f"compute/{tag}"] = (n, total - inner)
+    return _StageTotals(
+        int(st["stage"]), int(st["layers"][1]) - int(st["layers"][0]), kinds, float(st["timeline"]["covered_s"])
+    )
+
+
+def _from_spans(st: Mapping, plan) -> _StageTotals:
+    """A compute span's nested embed/head spans (same item, inside its interval) are subtracted, so spans
+    may be recorded either nested in or beside the compute span."""
+    spans = st["spans"]
+    extras: dict[int, list[tuple[float, float]]] = {}
+    for sp in spans:
+        if sp["kind"] in NESTED_KINDS:
+            extras.setdefault(int(sp.get("item", -1)), []).append((float(sp["t0"]), float(sp["t1"])))
+    kinds: dict[str, tuple[int, float]] = {}
+    for sp in spans:
+        kind, item, t0, t1 = sp["kind"], int(sp.get("item", -1)), float(sp["t0"]), float(sp["t1"])
+        dur = t1 - t0
         if kind == "compute":
-            for sp in spans:
-                if sp["kind"] in NESTED_KINDS:
-                    extras.setdefault(int(sp.get("item", -1)), []).append((float(sp["t0"]), float(sp["t1"])))
-        for sp in spans:
-            if sp["kind"] != kind:
-                continue
-            item, t0, t1 = int(sp.get("item", -1)), float(sp["t0"]), float(sp["t1"])
-            inner = sum(b - a for a, b in extras.get(item, ()) if a >= t0 and b <= t1)
-            out.append((int(st["stage"]), item, t1 - t0 - inner))
-    return out
+            dur -= sum(b - a for a, b in extras.get(item, ()) if a >= t0 and b <= t1)
+            kind += "/right" if plan.items[item].has_right else "/plain"
+        n, total = kinds.get(kind, (0, 0.0))
+        kinds[kind] = (n + 1, total + dur)
+    covered = _covered([(float(sp["t0"]), float(sp["t1"])) for sp in spans])
+    return _StageTotals(int(st["stage"]), int(st["layers"][1]) - int(st["layers"][0]), kinds, covered)
+
+
+def _total(stages: list[_StageTotals], kind: str) -> tuple[int, float]:
+    """Count and seconds of `kind` over every stage and tag."""
+    rows = [v for st in stages for k, v in st.kinds.items() if k == kind or k.startswith(kind + "/")]
+    return sum(n for n, _ in rows), sum(s for _, s in rows)
+
+
+def _per_layer(stages: list[_StageTotals], tag: str) -> tuple[int, float]:
+    """(passes, mean seconds per layer-pass) of compute passes with `tag`."""
+    n = sum(st.kinds.get(f"compute/{tag}", (0, 0.0))[0] for st in stages)
+    s = sum(st.kinds.get(f"compute/{tag}", (0, 0.0))[1] / st.layers for st in stages)
+    return n, (s / n if n else 0.0)
 
 
 def calibrate(report_json: str | Path | Report) -> LayerTiming:
@@ -155,38 +202,34 @@ def calibrate(report_json: str | Path | Report) -> LayerTiming:
     report = load_report(report_json)
     plan_info = report["plan"]
     plan = blockwise_plan(int(plan_info["n_blocks"]), int(plan_info["steps"]))
-    n_layers = {
-        int(s["stage"]): int(s["layers"][1]) - int(s["layers"][0]) for s in report["timeline"]["stages"]
-    }
-    plain, right = [], []
-    for stage, item, dur in _durations(report, "compute"):
-        (right if plan.items[item].has_right else plain).append(dur / n_layers[stage])
-    if not plain and not right:
+    stages = _stage_totals(report, plan)
+    (n_plain, plain), (n_right, right) = _per_layer(stages, "plain"), _per_layer(stages, "right")
+    if not n_plain and not n_right:
         raise ValueError("report.json has no 'compute' spans: cannot calibrate")
-    layer_s = fmean(plain) if plain else fmean(right)
-    layer_right_s = fmean(right) if right else layer_s
+    layer_s = plain if n_plain else right
+    layer_right_s = right if n_right else layer_s
     p, c = int(plan_info["block_latents"]), int(plan_info["context_latents"])
-    decoded = sum(d for _, _, d in _durations(report, "decode"))
+    decoded = _total(stages, "decode")[1]
     tpf = int(plan_info["tokens_per_frame"])
     return LayerTiming(
         q_tokens=(p + c) * tpf,
         right_tokens=c * tpf,
         layer_s=layer_s,
         layer_right_s=layer_right_s,
-        embed_s=_mean(report, "embed"),
-        head_s=_mean(report, "head"),
-        scheduler_s=_mean(report, "scheduler"),
+        embed_s=_mean(stages, "embed"),
+        head_s=_mean(stages, "head"),
+        scheduler_s=_mean(stages, "scheduler"),
         decode_s_per_latent=decoded / (plan.n_blocks * p + c),
         encode_s=float(report.get("phases", {}).get("encode_s", 0.0)),
-        samples=len(plain) + len(right),
-        stage0_gap_s=_stage0_gap(report, len(plan.items)),
-        conditions_s=_mean(report, "conditions"),
+        samples=n_plain + n_right,
+        stage0_gap_s=_stage0_gap(report, stages, len(plan.items)),
+        conditions_s=_mean(stages, "conditions"),
     )
 
 
-def _mean(report: Report, kind: str) -> float:
-    d = [x for _, _, x in _durations(report, kind)]
-    return fmean(d) if d else 0.0
+def _mean(stages: list[_StageTotals], kind: str) -> float:
+    n, s = _total(stages, kind)
+    return s / n if n else 0.0
 
 
 def _covered(spans: list[tuple[float, float]]) -> float:
@@ -199,14 +242,13 @@ def _covered(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def _stage0_gap(report: Report, passes: int) -> float:
+def _stage0_gap(report: Report, stages: list[_StageTotals], passes: int) -> float:
     """Stage 0's render-phase seconds per pass in no span at all (engine reports, which carry `render_s`)."""
     render = report.get("phases", {}).get("render_s")
-    stage0 = [s for s in report["timeline"]["stages"] if int(s["stage"]) == 0]
+    stage0 = [s for s in stages if s.stage == 0]
     if render is None or not stage0 or passes <= 0:
         return 0.0
-    spans = [(float(sp["t0"]), float(sp["t1"])) for sp in stage0[0]["spans"]]
-    return max(0.0, (float(render) - _covered(spans)) / passes)
+    return max(0.0, (float(render) - stage0[0].covered_s) / passes)
 
 
 def measured_phases(report: Report, cluster: str | ClusterSpec = "cpu2") -> RunPhases:
@@ -239,16 +281,8 @@ def collectives_s(report: Report, stages: int, cluster: ClusterSpec) -> float:
     link = cluster.link
     others = stages - 1
     broadcast = BROADCASTS * (link.latency_us * 1e-6 + others * link.send_cpu_us * 1e-6)
-    spans = 3 * int(report["plan"].get("passes", 0) or _passes(report))  # recv, compute, send per pass
-    gather = GATHER_STEPS * link.latency_us * 1e-6 + others * (
-        link.recv_cpu_us * 1e-6 + link.transfer_s(spans * SPAN_BYTES)
-    )
+    gather = GATHER_STEPS * link.latency_us * 1e-6 + others * (link.recv_cpu_us * 1e-6 + link.transfer_s(SUMMARY_BYTES))
     return broadcast + gather
-
-
-def _passes(report: Report) -> int:
-    info = report["plan"]
-    return len(blockwise_plan(int(info["n_blocks"]), int(info["steps"])).items)
 
 
 @dataclass(frozen=True)
@@ -264,9 +298,7 @@ def _replay(report: Report, timing: LayerTiming, stages: int, cluster: ClusterSp
     num_layers = int(info["split"][-1][1])
     hidden, velocity = info.get("hidden_bytes"), info.get("velocity_bytes")
     if stages > 1 and (hidden is None or velocity is None):
-        warnings.warn(
-            "report plan lacks hidden_bytes/velocity_bytes: messages modelled as free", stacklevel=3
-        )
+        warnings.warn("report plan lacks hidden_bytes/velocity_bytes: messages modelled as free", stacklevel=3)
     threads = int(report.get("threads_per_process", cluster.threads_per_process))
     cl = replace(cluster, threads_per_process=threads)
     own = cl.compute_slowdown(int(info.get("stages", 1)))
@@ -296,9 +328,7 @@ def _replay(report: Report, timing: LayerTiming, stages: int, cluster: ClusterSp
     return Replay(run_pipeline(plan, split_layers(num_layers, stages), costs, cfg), slowdown)
 
 
-def predict_breakdown(
-    report_json: str | Path | Report, stages: int, cluster: str | ClusterSpec = "cpu2"
-) -> dict:
+def predict_breakdown(report_json: str | Path | Report, stages: int, cluster: str | ClusterSpec = "cpu2") -> dict:
     """Predict rank 0's wall time of the same job with `stages` stages, part by part (see the module
     docstring). At the report's own stage count it gives back the measured wall time exactly."""
     report = load_report(report_json)
@@ -329,8 +359,6 @@ def predict_breakdown(
     }
 
 
-def predict_from_report(
-    report_json: str | Path | Report, stages: int, cluster: str | ClusterSpec = "cpu2"
-) -> float:
+def predict_from_report(report_json: str | Path | Report, stages: int, cluster: str | ClusterSpec = "cpu2") -> float:
     """Predicted wall seconds of the same job with `stages` stages (see `predict_breakdown`)."""
     return float(predict_breakdown(report_json, stages, cluster)["predicted_wall_s"])

@@ -206,20 +206,26 @@ REAL_JOB = [
 
 def test_reports_carry_the_measurements_the_model_reads(tmp_path) -> None:
     """Rank 0's process-group, close and gather times, each rank's start time and load time, and the nested
-    conditions/embed/head spans inside every compute span, so the model need not infer them."""
-    report = render(tmp_path / "run", [*REAL_JOB, "parallel.stages=1"])
+    conditions/embed/head spans inside every compute span (summarised in report.json, every span in trace.json
+    with output.trace=true), so the model need not infer them."""
+    report = render(tmp_path / "run", [*REAL_JOB, "parallel.stages=1", "output.trace=true"])
     phases = report["phases"]
     assert all(phases[k] >= 0 for k in ("group_s", "close_s", "gather_s"))
     rest = report["wall_s"] - phases["load_s"] - phases["encode_s"] - phases["render_s"]
     assert phases["group_s"] + phases["close_s"] + phases["gather_s"] <= rest
     stage = report["stages"][0]
     assert stage["start_time"] <= report["restart"]["render_started_at"] and 0 < stage["load_s"] <= phases["load_s"]
-    spans = report["timeline"]["stages"][0]["spans"]
-    computes = {s["item"]: s for s in spans if s["kind"] == "compute"}
+    kinds = stage["timeline"]["kinds"]
+    passes = report["plan"]["passes"]
+    for kind in ("compute", "conditions", "embed", "head"):
+        assert kinds[f"{kind}/plain"]["n"] + kinds.get(f"{kind}/right", {"n": 0})["n"] == passes
+    events = json.loads((tmp_path / "run" / "trace.json").read_text())["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    computes = {s["args"]["item"]: s for s in spans if s["name"] == "compute"}
     for kind in ("conditions", "embed", "head"):
-        nested = [s for s in spans if s["kind"] == kind]
-        assert len(nested) == report["plan"]["passes"]
+        nested = [s for s in spans if s["name"] == kind]
+        assert len(nested) == passes
         for s in nested:
-            outer = computes[s["item"]]
-            assert outer["t0"] <= s["t0"] <= s["t1"] <= outer["t1"]
+            outer = computes[s["args"]["item"]]
+            assert outer["ts"] <= s["ts"] <= s["ts"] + s["dur"] <= outer["ts"] + outer["dur"] + 1e-3
     assert calibrate(report).conditions_s > 0
