@@ -1,56 +1,60 @@
-"""The `dualpar` command: a Hydra app that validates a job, explains its plan, and launches it.
+"""The `dualpar` command (also `python -m dualpar`): a thin layer over `dualpar.api`.
 
-The composed config is converted once to a frozen EngineConfig; every bad option exits with code 2 and one
-message naming the key and the fix, before any weights load.
+Arguments are Hydra overrides (`key=value`, `group=option`); `--help` prints every group and key from the
+config reference, `--version` dualpar's version. Every bad option, Hydra's syntax errors included, exits with
+code 2 and one message naming the key and the fix, before any weights load; a failed pipeline exits 1.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dualpar.config import EngineConfig
+from dualpar.api import prepare, render_config  # noqa: F401  (prepare: the validated-config entry point)
 from dualpar.errors import ConfigError, PeerError
-from dualpar.job import JobLayout
-from dualpar.models.registry import read_model_info
-from dualpar.validate import resolve_config, validate_config
 
-
-def prepare(raw: Mapping[str, Any]) -> tuple[EngineConfig, JobLayout]:
-    """Config mapping -> resolved, validated config and its layout (raises ConfigError)."""
-    cfg = EngineConfig.from_mapping(raw)
-    info = read_model_info(cfg.model.name, cfg.model.path, cfg.model.init_seed)
-    cfg = resolve_config(cfg, info)
-    validate_config(cfg, info)
-    return cfg, JobLayout(cfg, info)
+USAGE = "usage: dualpar [group=option ...] [key=value ...] | --help | --version"
 
 
 def run(raw: Mapping[str, Any]) -> int:
-    """Validate, print the plan, launch; returns the process exit code."""
-    from dualpar.planner import describe_plan
+    """Validate, print the plan, launch a composed config; returns the process exit code."""
+    return _guarded(lambda: render_config(raw, log=sys.stderr))
 
+
+def cli(argv: Sequence[str]) -> int:
+    """The command line -> exit code."""
+    from dualpar import __version__
+
+    args = list(argv)
+    if any(a in ("-h", "--help") for a in args):
+        from dualpar.reference import help_text
+
+        print(help_text(__version__))
+        return 0
+    if "--version" in args:
+        print(f"dualpar {__version__}")
+        return 0
+    flags = [a for a in args if a.startswith("-") and "=" not in a]
+    if flags:
+        print(f"dualpar: error: unknown flag {flags[0]}: arguments are key=value overrides\n{USAGE}", file=sys.stderr)
+        return 2
+
+    from dualpar.api import compose
+
+    return _guarded(lambda: render_config(compose(args), log=sys.stderr))
+
+
+def _guarded(go) -> int:
     try:
-        cfg, job = prepare(raw)
+        result = go()
     except ConfigError as err:
         print(f"dualpar: error: {err}", file=sys.stderr)
         return 2
-    is_rank0 = cfg.launcher != "torchrun" or _torchrun_rank() == 0
-    if is_rank0:
-        print(describe_plan(job), file=sys.stderr)
-        if cfg.cluster:
-            from dualpar.planner import describe_cluster_estimate
-
-            print(describe_cluster_estimate(job), file=sys.stderr)
-    if cfg.plan_only:
-        return 0
-    from dualpar.launch.launchers import launch
-
-    try:
-        report = launch(cfg)
     except PeerError as err:
         print(f"dualpar: error: {err}", file=sys.stderr)
         return 1
+    report = result.report
     if report is not None:
         outs = ", ".join(f"{k}: {v}" for k, v in report["outputs"].items())
         print(
@@ -61,26 +65,8 @@ def run(raw: Mapping[str, Any]) -> int:
     return 0
 
 
-def _torchrun_rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
-
-
-def main() -> None:
-    import hydra
-    from omegaconf import OmegaConf
-
-    @hydra.main(version_base="1.3", config_path="pkg://dualpar.conf", config_name="config")
-    def _app(dcfg) -> None:
-        try:
-            raw = OmegaConf.to_container(dcfg, resolve=True)
-        except Exception as err:  # interpolation errors are user input errors
-            print(f"dualpar: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        sys.exit(run(raw))
-
-    _app()
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(cli(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

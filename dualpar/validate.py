@@ -9,17 +9,21 @@ import dataclasses
 import os
 from pathlib import Path
 
-from dualpar.checkpoint import checkpoint_dir, latest_checkpoint, resume_from
-from dualpar.config import JOBS, LAUNCHERS, LEFT_CONTEXT, SPLIT_MODES, EngineConfig, PromptSegment
+from dualpar.checkpoint import CheckpointRef, checkpoint_dir, resume_from
+from dualpar.config import JOBS, LAUNCHERS, LEFT_CONTEXT, SPLIT_MODES, TRANSPORTS, EngineConfig, PromptSegment
 from dualpar.errors import ConfigError
 from dualpar.models.registry import ModelInfo
+from dualpar.run_lock import LOCK_NAME, probe_run_lock, read_holder
 
 RAY_PLACEMENTS = ("auto", "STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD")
 OUTPUT_FILES = ("video.mp4", "audio.wav", "latents.safetensors", "report.json", "preview.png", "trace.json")
 
 
 def resolve_config(cfg: EngineConfig, info: ModelInfo) -> EngineConfig:
-    """Replace every None with the model's default, giving a fully concrete config."""
+    """Replace every None with the model's default, giving a fully concrete config. A torchrun restart
+    (`--max-restarts`: every attempt after the first) becomes `restart_config`, so validation covers it."""
+    if cfg.launcher == "torchrun" and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        cfg = restart_config(cfg)
     d = info.defaults
     sched = cfg.schedule
     sched = dataclasses.replace(
@@ -44,16 +48,37 @@ def resolve_config(cfg: EngineConfig, info: ModelInfo) -> EngineConfig:
     )
 
 
+def restart_config(cfg: EngineConfig) -> EngineConfig:
+    """The config of an automatic restart of a run (Ray's and torchrun's restarts): continue from its latest
+    checkpoint, or start over when none was written yet. Whatever the directory holds then was written by this
+    run's own first attempt (it held the lock, and its validation found no one else's outputs), so starting
+    over may replace it: `output.overwrite` is set. Launchers validate the result like any start."""
+    return cfg.replace(resume="auto", output=dataclasses.replace(cfg.output, overwrite=True))
+
+
+def prepare_job(cfg: EngineConfig) -> EngineConfig:
+    """Read the model's facts, fill defaults and validate: the resolved config, or ConfigError. Every start
+    runs this, first attempts and automatic restarts alike."""
+    from dualpar.models.registry import read_model_info
+
+    info = read_model_info(cfg.model.name, cfg.model.path, cfg.model.init_seed)
+    cfg = resolve_config(cfg, info)
+    validate_config(cfg, info)
+    return cfg
+
+
 def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
     """Raise ConfigError for the first impossible or inconsistent option of a resolved config."""
     _check_choices(cfg)
+    if _owns_outputs(cfg):
+        probe_run_lock(cfg)  # another run in this directory: refuse before reading or touching anything
     _check_geometry(cfg, info)
     _check_prompt(cfg)
     _check_schedule(cfg, info)
     _check_parallel(cfg, info)
-    _check_restart(cfg, info)
+    ref = _check_restart(cfg, info)
     _check_ray(cfg)
-    _check_output(cfg)
+    _check_output(cfg, resuming=ref is not None)
     _check_audio(cfg, info)
 
 
@@ -157,6 +182,8 @@ def _check_parallel(cfg: EngineConfig, info: ModelInfo) -> None:
         raise ConfigError("parallel.timeout_s", f"is {p.timeout_s}", "use a positive number of seconds")
     if p.max_sends_in_flight < 1:
         raise ConfigError("parallel.max_sends_in_flight", f"is {p.max_sends_in_flight}", "use at least 1")
+    if p.transport not in TRANSPORTS:
+        raise ConfigError("parallel.transport", f"is {p.transport!r}", "use direct or host_staged")
     if cfg.launcher == "local" and p.stages > 1:
         raise ConfigError(
             "launcher",
@@ -165,7 +192,7 @@ def _check_parallel(cfg: EngineConfig, info: ModelInfo) -> None:
         )
 
 
-def _check_output(cfg: EngineConfig) -> None:
+def _check_output(cfg: EngineConfig, resuming: bool) -> None:
     o = cfg.output
     if not o.video and not o.latents:
         raise ConfigError(
@@ -173,28 +200,62 @@ def _check_output(cfg: EngineConfig) -> None:
             "output.video=false and output.latents=false write nothing",
             "set output.video=true or output.latents=true",
         )
+    if not str(o.dir).strip():
+        raise ConfigError("output.dir", "is empty", "give a directory such as output.dir=outputs/render")
     out = Path(o.dir).expanduser()
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    for key, path in (("output.dir", out), ("checkpoint.dir", checkpoint_dir(cfg))):
+        probe = path
+        while not probe.exists():
+            probe = probe.parent
+        if probe == path and not path.is_dir():
+            raise ConfigError(key, f"{path} is a file, not a directory", f"point {key} at a directory")
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(
+                key,
+                f"{path} cannot be created or written ({probe} is not writable)",
+                "choose a writable directory",
+            )
+    if resuming or o.overwrite or not _owns_outputs(cfg):
+        return
+    leftovers = unfinished_run(cfg)
+    if leftovers:
+        holder = read_holder(out / LOCK_NAME)
+        dead = f", left by {holder.describe()}, which is no longer running" if holder is not None else ""
+        raise ConfigError(
+            "resume",
+            f"{out} holds an unfinished run ({', '.join(leftovers)}{dead}); starting over would delete it",
+            "continue it with resume=true (same settings), or discard it with output.overwrite=true",
+        )
+    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if existing:
         raise ConfigError(
             "output.dir",
-            f"{out} cannot be created or written ({probe} is not writable)",
-            "choose a writable directory",
+            f"{out} already holds {', '.join(existing)} from a previous run",
+            "choose another output.dir, or set output.overwrite=true to replace them",
         )
-    resuming = cfg.resume is True or (cfg.resume == "auto" and latest_checkpoint(checkpoint_dir(cfg)) is not None)
-    if out.is_dir() and not o.overwrite and not resuming:
-        existing = [name for name in OUTPUT_FILES if (out / name).exists()]
-        if existing:
-            raise ConfigError(
-                "output.dir",
-                f"{out} already holds {', '.join(existing)} from a previous run",
-                "choose another output.dir, or set output.overwrite=true to replace them",
-            )
 
 
-def _check_restart(cfg: EngineConfig, info: ModelInfo) -> None:
+def _owns_outputs(cfg: EngineConfig) -> bool:
+    """Whether this process writes the job's outputs (under torchrun only rank 0 does; the others validate the
+    options but must not see rank 0's lock or its first files as someone else's)."""
+    return cfg.launcher != "torchrun" or os.environ.get("RANK", "0") == "0"
+
+
+def unfinished_run(cfg: EngineConfig) -> list[str]:
+    """What an unfinished run left in the job's directories: checkpoints, finished segments, partial files."""
+    out = Path(cfg.output.dir).expanduser()
+    found = []
+    checkpoints = sorted(checkpoint_dir(cfg).glob("iter-*.json")) if checkpoint_dir(cfg).is_dir() else []
+    if checkpoints:
+        found.append(f"{len(checkpoints)} checkpoint(s) up to {checkpoints[-1].stem}")
+    parts = out / "video.parts"
+    if parts.is_dir():
+        found.append(f"{sum(1 for p in parts.glob('*.mp4'))} finished video segment(s) in {parts.name}/")
+    found += [f"partial {p.name}" for p in sorted(out.glob("*.tmp")) if p.is_file()]
+    return found
+
+
+def _check_restart(cfg: EngineConfig, info: ModelInfo) -> CheckpointRef | None:
     if not (isinstance(cfg.resume, bool) or cfg.resume == "auto"):
         raise ConfigError("resume", f"is {cfg.resume!r}", "use false, true or auto")
     c = cfg.checkpoint
@@ -229,8 +290,10 @@ def _check_restart(cfg: EngineConfig, info: ModelInfo) -> None:
             raise ConfigError(f"debug.{rank_key}", f"is {rank}", f"use a rank in [0, {cfg.parallel.stages - 1}]")
     ref = resume_from(cfg)  # raises for resume=true without a checkpoint, or a checkpoint of another job
     attention = dict(cfg.attention)
-    if ref is not None and attention.get("backend", "dense") == "clustered" and (
-        attention.get("centroid_init", "per_block") == "per_block"
+    if (
+        ref is not None
+        and attention.get("backend", "dense") == "clustered"
+        and (attention.get("centroid_init", "per_block") == "per_block")
     ):
         raise ConfigError(
             "attention.centroid_init",
@@ -238,6 +301,7 @@ def _check_restart(cfg: EngineConfig, info: ModelInfo) -> None:
             "would differ from an uninterrupted one",
             "render resumable sparse jobs with attention.centroid_init=neighbour or cold",
         )
+    return ref
 
 
 def _check_ray(cfg: EngineConfig) -> None:
@@ -276,20 +340,30 @@ def _check_audio(cfg: EngineConfig, info: ModelInfo) -> None:
     if audio.codec_path is not None:
         folder = Path(audio.codec_path).expanduser() / (audio.codec_subfolder or "")
         if not (folder / "config.json").is_file():
-            raise ConfigError("audio.codec_path", f"{folder} has no config.json",
-                              "point it at a local codec directory (for Stable Audio: its vae/ folder)")
+            raise ConfigError(
+                "audio.codec_path",
+                f"{folder} has no config.json",
+                "point it at a local codec directory (for Stable Audio: its vae/ folder)",
+            )
     if audio.init == "checkpoint":
         folder = Path(str(audio.checkpoint)).expanduser()
         if not (folder / "config.json").is_file() or not (folder / "audio_tower.safetensors").is_file():
-            raise ConfigError("audio.checkpoint", f"{folder} is not an audio tower directory",
-                              "give a directory written by AudioTower.save_pretrained (config.json + weights)")
+            raise ConfigError(
+                "audio.checkpoint",
+                f"{folder} is not an audio tower directory",
+                "give a directory written by AudioTower.save_pretrained (config.json + weights)",
+            )
     if audio.sync_guidance is not None and not (cfg.schedule.guidance or 0.0) > 1.0:
-        raise ConfigError("audio.sync_guidance", "needs classifier-free guidance (the cond and uncond rows)",
-                          "set schedule.guidance above 1, or audio.sync_guidance=null")
+        raise ConfigError(
+            "audio.sync_guidance",
+            "needs classifier-free guidance (the cond and uncond rows)",
+            "set schedule.guidance above 1, or audio.sync_guidance=null",
+        )
     facts = codec_facts(audio)
     assert cfg.output.fps is not None
-    grid = TimeGrid(cfg.output.fps, facts.sample_rate, facts.hop, info.codec.temporal_stride,
-                    info.codec.causal_first_frame)
+    grid = TimeGrid(
+        cfg.output.fps, facts.sample_rate, facts.hop, info.codec.temporal_stride, info.codec.causal_first_frame
+    )
     try:
         audio.check_grid(grid)
         if cfg.output.video:

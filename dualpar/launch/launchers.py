@@ -2,25 +2,39 @@
 
 A requested stop (SIGTERM/SIGINT or a STOP file: stage 0 checkpointed first) exits with 128 + signal after one
 line saying how to continue. Under torchrun, attempts after the first (`--max-restarts`) resume from the latest
-checkpoint when one exists (`resume=auto`), so a restarted group continues instead of starting over.
+checkpoint when one exists (`resume=auto`, see `dualpar.validate.restart_config`), so a restarted group
+continues instead of starting over.
+
+The process that writes the outputs holds the job's directory lock (dualpar.run_lock) for the whole run: this
+process for local and spawn, rank 0 under torchrun, the driver process under Ray (taken in `RayRun.run`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 from dualpar.checkpoint import Interrupted
 from dualpar.config import EngineConfig
+from dualpar.run_lock import run_lock
 from dualpar.topology import WorkerContext
 
 
 def launch(cfg: EngineConfig) -> dict | None:
+    """Run the job; ConfigError when another run holds its directories."""
     try:
-        return _launch(cfg)
+        with _lock(cfg):
+            return _launch(cfg)
     except Interrupted as stop:
         print(f"dualpar: {stop}", file=sys.stderr)
         raise SystemExit(stop.exit_code) from None
+
+
+def _lock(cfg: EngineConfig):
+    if cfg.launcher == "ray" or (cfg.launcher == "torchrun" and os.environ.get("RANK", "0") != "0"):
+        return contextlib.nullcontext()
+    return run_lock(cfg)
 
 
 def _launch(cfg: EngineConfig) -> dict | None:
@@ -35,13 +49,7 @@ def _launch(cfg: EngineConfig) -> dict | None:
     if cfg.launcher == "torchrun":
         from dualpar.launch.worker import worker_main
 
-        ctx = WorkerContext.from_torchrun_env()
-        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and cfg.resume is False:
-            cfg = cfg.replace(resume="auto")  # a restarted attempt continues from the last checkpoint
-        if ctx.world_size != cfg.parallel.stages:
-            raise ValueError(
-                f"torchrun started {ctx.world_size} processes but parallel.stages={cfg.parallel.stages}"
-            )
+        ctx = WorkerContext.from_torchrun_env()  # validation checked the torchrun environment
         report = worker_main(ctx, cfg)
         return report if ctx.rank == 0 else None
     if cfg.launcher == "ray":

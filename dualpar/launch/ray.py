@@ -6,7 +6,8 @@ the same `worker_main` as every other launcher. The driver side here picks per-s
 (STRICT_PACK when one node holds every stage, else PACK), sets up the rendezvous (file:// in a local tmp dir
 when every stage runs on this node, else env:// with MASTER_ADDR/PORT taken from rank 0's node), and watches
 the run calls with `ray.wait`. When any worker dies (a killed process, a lost node) the group is torn down and
-started again with `resume=auto`, up to `ray.max_restarts` times; the output equals an uninterrupted run.
+started again with `resume=auto` (validated again, as every start is), up to `ray.max_restarts` times; the
+output equals an uninterrupted run. The driver process holds the job's directory lock throughout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from dualpar.checkpoint import STOP_FILE, Interrupted, checkpoint_dir, kill_mark
 from dualpar.config import EngineConfig
 from dualpar.errors import ConfigError, PeerError
 from dualpar.report import write_json_atomic
+from dualpar.run_lock import run_lock
 from dualpar.topology import WorkerContext
+from dualpar.validate import prepare_job, restart_config
 
 WORKER_MODULE = "dualpar.launch.worker"
 
@@ -146,6 +149,11 @@ class RayRun:
         (self.ckpt_dir / STOP_FILE).touch()
 
     def run(self) -> dict:
+        """Run to the end (restarting as needed) while holding the job's directory lock."""
+        with run_lock(self.cfg):
+            return self._run()
+
+    def _run(self) -> dict:
         cfg = self.cfg
         while True:
             attempt = {"attempt": len(self.attempts), "started_at": time.time()}
@@ -161,7 +169,7 @@ class RayRun:
             restarts = len(self.attempts) - 1
             if not _restartable(error) or restarts >= cfg.ray.max_restarts:
                 raise _unwrap(error)
-            cfg = cfg.replace(resume="auto")  # fresh start if the first checkpoint was never written
+            cfg = prepare_job(restart_config(cfg))  # every restart is validated like a first start
 
     def _start_group(self, cfg: EngineConfig, attempt: dict[str, Any]) -> _Group:
         n = cfg.parallel.stages
