@@ -5,6 +5,11 @@ counted version of the left neighbour (ALGORITHM.md "Left context state"), so th
 when a velocity arrived, and applies returned velocities through the block's own scheduler. Everything here
 is what a checkpoint must hold (see `state_dict`).
 
+Device discipline: latents, their previous versions and every solver's tensors live on stage 0's compute
+device (`device`), where the velocities arrive; noise is drawn on the CPU (so CPU and GPU runs draw the same
+numbers) and moved there once per block. Only checkpoints (`state_dict`, always on the host) and outputs
+leave the device.
+
 Legend: C_lat latent channels, F latent frames, h/w latent height/width.
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,7 +56,9 @@ class BlockQueue:
         left_context: str,
         prediction: str = "flow",
         x0_min_t: float = 0.05,
+        device: torch.device | str = "cpu",
     ):
+        self.device = torch.device(device)
         self.geometry = geometry
         self.noise = noise
         self.template = scheduler_template
@@ -61,8 +69,35 @@ class BlockQueue:
         self.x0_min_t = x0_min_t
         self.blocks: dict[int, BlockState] = {}
 
+    @classmethod
+    def for_job(cls, job, scheduler, device: torch.device | str = "cpu", **kwargs: Any) -> BlockQueue:
+        """Stage 0's queue for `job` (a JobLayout) with `scheduler` (timesteps set) as every block's solver."""
+        h, w = job.latent_hw
+        geo = job.geometry
+        cfg = job.cfg
+        channels = int(job.info.transformer["out_channels"])
+        noise = CoordinatedNoise(
+            cfg.seed, channels, geo.block_latents, geo.context_latents, h, w, coordinated=cfg.schedule.coordinated_noise
+        )
+        return cls(
+            geo,
+            noise,
+            scheduler,
+            scheduler.timesteps,
+            scheduler.sigmas,
+            cfg.schedule.left_context,
+            job.info.prediction,
+            job.info.x0_min_t,
+            device=device,
+            **kwargs,
+        )
+
+    def new_state(self, noise: torch.Tensor) -> BlockState:
+        """A fresh block state: `noise` (drawn on the CPU) moved to the compute device, a fresh solver there."""
+        return BlockState(noise.to(self.device), 0, solver_to_device(copy.deepcopy(self.template), self.device))
+
     def join(self, block: int) -> None:
-        self.blocks[block] = BlockState(self.noise.next_block(), 0, copy.deepcopy(self.template))
+        self.blocks[block] = self.new_state(self.noise.next_block())
 
     def finish(self, block: int) -> tuple[torch.Tensor, ...]:
         """The finished block's final latents; its state stays as left context until its successor leaves."""
@@ -103,22 +138,56 @@ class BlockQueue:
         state.updates += 1
 
     def state_dict(self) -> dict:
-        return {
-            "noise": self.noise.state_dict(),
-            "blocks": {
-                k: {
-                    "latents": s.latents,
-                    "previous": s.previous,
-                    "updates": s.updates,
-                    "scheduler": s.scheduler,
-                }
-                for k, s in self.blocks.items()
-            },
-        }
+        """Everything a checkpoint holds, on the host (the live state stays on the device)."""
+        return {"noise": self.noise.state_dict(), "blocks": states_to_host(self.blocks)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Inverse of `state_dict`: the saved state moved back to the compute device."""
         self.noise.load_state_dict(state["noise"])
-        self.blocks = {
-            int(k): BlockState(v["latents"], int(v["updates"]), v["scheduler"], v["previous"])
-            for k, v in state["blocks"].items()
+        self.blocks = states_from_host(state["blocks"], self.device)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """`obj` with every tensor in it on `device` (tensors and plain lists, tuples and dicts of them)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if type(obj) in (list, tuple):
+        return type(obj)(to_device(v, device) for v in obj)
+    if type(obj) is dict:
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def solver_to_device(solver: Any, device: torch.device) -> Any:
+    """A shallow copy of a solver (a diffusers scheduler) whose tensor state (sigmas, past model outputs, last
+    sample, ...) is on `device`; its config holds no tensors."""
+    moved = copy.copy(solver)
+    moved.__dict__.update({k: to_device(v, device) for k, v in vars(solver).items()})
+    return moved
+
+
+def states_to_host(states: dict[int, BlockState]) -> dict:
+    """Block states as checkpoint data on the CPU (latents, previous version, update count, solver)."""
+    cpu = torch.device("cpu")
+    return {
+        k: {
+            "latents": s.latents.to(cpu),
+            "previous": to_device(s.previous, cpu),
+            "updates": s.updates,
+            "scheduler": solver_to_device(s.scheduler, cpu),
         }
+        for k, s in states.items()
+    }
+
+
+def states_from_host(states: dict, device: torch.device) -> dict[int, BlockState]:
+    """Inverse of `states_to_host`: block states on `device`."""
+    return {
+        int(k): BlockState(
+            v["latents"].to(device),
+            int(v["updates"]),
+            solver_to_device(v["scheduler"], device),
+            to_device(v["previous"], device),
+        )
+        for k, v in states.items()
+    }

@@ -18,6 +18,7 @@ JOBS = ("video", "sparse_video", "av")
 LAUNCHERS = ("local", "spawn", "torchrun", "ray")
 LEFT_CONTEXT = ("ahead", "same")
 SPLIT_MODES = ("even", "cost_aware")
+TRANSPORTS = ("direct", "host_staged")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ParallelConfig:
     timeout_s: float = 300.0  # a peer silent for this long is reported and every rank exits non-zero
     cfg_split: bool = False  # send cond and uncond as two micro-batches
     max_sends_in_flight: int = 2  # outstanding sends per peer before the sender waits
+    transport: str = "direct"  # direct: NCCL between GPUs (gloo on CPU) | host_staged: via host memory over gloo
     threads: int | None = None  # torch threads per process (None: torch's default)
 
 

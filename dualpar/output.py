@@ -100,7 +100,7 @@ class OutputWriter:
 
     def _block_audio(self, block: int, audio_BCN: torch.Tensor):
         assert self.track is not None
-        pcm = self.track.push(audio_BCN.float())
+        pcm = self.track.push(audio_BCN.to("cpu", torch.float32))  # the audio codec runs on the host
         if block == self.job.geometry.n_blocks - 1:
             pcm = torch.cat([pcm, self.track.flush()], dim=2)
         return pcm[0].cpu().numpy()

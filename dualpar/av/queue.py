@@ -6,19 +6,18 @@ solver of their own (one per block and modality), stepped in lockstep with the v
 rule for the left context (`ahead` or `same`) applies to both alike. A window's audio is the left context's
 audio (the end of block k-1's own audio) followed by block k's own, padded with zeros to the static slot count.
 Audio noise depends only on (seed, block) (`audio_block_noise`), so it needs no generator state in checkpoints.
+Like the video's, it is drawn on the CPU and kept on the compute device with its solver (`BlockQueue.new_state`).
 
 Legend: C_a audio latent channels, n audio latents.
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from dualpar.av.layout import AVLayout
 from dualpar.av.noise import audio_block_noise
-from dualpar.block_queue import BlockQueue, BlockState
+from dualpar.block_queue import BlockQueue, BlockState, states_from_host, states_to_host
 from dualpar.schedule.blockwise import WorkItem
 
 
@@ -35,7 +34,7 @@ class AVBlockQueue(BlockQueue):
         super().join(block)
         n = len(self.layout.own_audio(block))
         noise = audio_block_noise(self.seed, block, self.layout.codec.latent_channels, n)
-        self.audio[block] = BlockState(noise, 0, copy.deepcopy(self.template))
+        self.audio[block] = self.new_state(noise)
 
     def finish(self, block: int) -> tuple[torch.Tensor, ...]:
         self.audio.pop(block - 1, None)
@@ -48,7 +47,7 @@ class AVBlockQueue(BlockQueue):
         audio = own
         if n_left:
             left = self.audio[item.block - 1].version(self.left_version(item))
-            audio = torch.cat([left[:, :, left.shape[2] - n_left:], own], dim=2)
+            audio = torch.cat([left[:, :, left.shape[2] - n_left :], own], dim=2)
         pad = self.layout.slots - audio.shape[2]
         if pad:
             audio = torch.cat([audio, audio.new_zeros(audio.shape[0], audio.shape[1], pad)], dim=2)
@@ -60,11 +59,8 @@ class AVBlockQueue(BlockQueue):
         self.step_state(self.audio[item.block], item, model_out[1])
 
     def state_dict(self) -> dict:
-        audio = {k: {"latents": s.latents, "previous": s.previous, "updates": s.updates, "scheduler": s.scheduler}
-                 for k, s in self.audio.items()}
-        return super().state_dict() | {"audio": audio}
+        return super().state_dict() | {"audio": states_to_host(self.audio)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.audio = {int(k): BlockState(v["latents"], int(v["updates"]), v["scheduler"], v["previous"])
-                      for k, v in state["audio"].items()}
+        self.audio = states_from_host(state["audio"], self.device)

@@ -19,15 +19,10 @@ from dualpar.models import tiny
 from dualpar.models.components import resolve_component
 from dualpar.models.registry import ModelInfo
 from dualpar.models.wan import WanStage
+from dualpar.topology import pick_device  # noqa: F401 (the device choice lives in topology; re-exported)
 
 # Wan keeps these in float32 even when the model runs in half precision (diffusers _keep_in_fp32_modules).
 _KEEP_FP32 = ("time_embedder", "scale_shift_table", "norm1", "norm2", "norm3")
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
