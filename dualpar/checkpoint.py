@@ -9,7 +9,8 @@ restarts every rank at the saved iteration and renders the same video as one tha
 
 Files in the checkpoint dir (`checkpoint.dir`, default `<output.dir>/checkpoint`):
   iter-000012.pt     the state (torch.save, weights_only=False for solver objects); tmp + fsync + rename
-  iter-000012.json   small metadata written after the .pt: iteration, bytes, restart fingerprint
+  iter-000012.json   small metadata written after the .pt: iteration, bytes, SHA-256, restart fingerprint;
+                     a resume verifies size and checksum and falls back to an older checkpoint if they fail
   STOP               create it to make stage 0 checkpoint at the next iteration boundary and exit
   status.json        stage 0's progress (iteration, frames), for the job driver
   killed-rank1-iter5.json   fault-injection markers: `debug.kill_rank` fires once, across restarts
@@ -18,8 +19,11 @@ Files in the checkpoint dir (`checkpoint.dir`, default `<output.dir>/checkpoint`
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -84,26 +88,67 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, A
 
 @dataclass(frozen=True)
 class CheckpointRef:
-    """One complete checkpoint on disk: the state file and its metadata."""
+    """One verified checkpoint on disk: the state file, its metadata, and the newer ones found damaged."""
 
     iteration: int
     state_path: Path
     meta: dict[str, Any]
+    skipped: tuple[str, ...] = ()  # "iter-000012: <problem>" for every newer checkpoint that failed checks
 
 
 def latest_checkpoint(directory: Path) -> CheckpointRef | None:
-    """The newest checkpoint whose state and metadata are both complete (None if there is none)."""
+    """The newest checkpoint whose metadata, size and SHA-256 all check out (None if there is none).
+
+    Damaged newer checkpoints (a flipped byte, a truncated file, metadata without its state) are passed over
+    and listed in `skipped`; `damaged_checkpoints` says why when none is valid."""
+    skipped = []
+    for meta_path, problem, meta in _candidates(directory):
+        if problem is None:
+            ref = CheckpointRef(int(meta["iteration"]), meta_path.with_suffix(".pt"), meta, tuple(skipped))
+            return ref
+        skipped.append(f"{meta_path.stem}: {problem}")
+    return None
+
+
+def damaged_checkpoints(directory: Path) -> list[str]:
+    """Every checkpoint in `directory` with what is wrong with it (empty: none, or all valid)."""
+    return [f"{path.stem}: {problem}" for path, problem, _ in _candidates(directory) if problem is not None]
+
+
+def _candidates(directory: Path):
+    """(metadata path, problem or None, metadata) for each checkpoint, newest first, verified lazily."""
     if not directory.is_dir():
-        return None
+        return
     for meta_path in sorted(directory.glob("iter-*.json"), reverse=True):
-        state_path = meta_path.with_suffix(".pt")
         try:
             meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if state_path.is_file() and meta.get("version") == STATE_VERSION:
-            return CheckpointRef(int(meta["iteration"]), state_path, meta)
+            problem = _verify(meta_path.with_suffix(".pt"), meta)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            meta, problem = {}, f"unreadable metadata ({err})"
+        yield meta_path, problem, meta
+
+
+def _verify(state_path: Path, meta: dict[str, Any]) -> str | None:
+    if meta.get("version") != STATE_VERSION:
+        return f"state version {meta.get('version')!r}, this dualpar reads {STATE_VERSION}"
+    if "sha256" not in meta:
+        return "no checksum in its metadata (written by an older dualpar)"
+    if not state_path.is_file():
+        return f"{state_path.name} is missing"
+    size = state_path.stat().st_size
+    if size != meta["bytes"]:
+        return f"{state_path.name} is truncated or extended: {size} of {meta['bytes']} bytes"
+    if file_sha256(state_path) != meta["sha256"]:
+        return f"{state_path.name} fails its SHA-256 check (its bytes changed on disk)"
     return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def resume_from(cfg: EngineConfig) -> CheckpointRef | None:
@@ -113,6 +158,14 @@ def resume_from(cfg: EngineConfig) -> CheckpointRef | None:
     directory = checkpoint_dir(cfg)
     ref = latest_checkpoint(directory)
     if ref is None:
+        damaged = damaged_checkpoints(directory)
+        if damaged:
+            raise ConfigError(
+                "resume",
+                f"no checkpoint in {directory} is intact ({'; '.join(damaged)})",
+                "start over with resume=false output.overwrite=true (this discards the unfinished run), or "
+                "restore the checkpoint files",
+            )
         if cfg.resume is True:
             raise ConfigError(
                 "resume",
@@ -137,32 +190,87 @@ def load_state(ref: CheckpointRef) -> dict[str, Any]:
     return torch.load(ref.state_path, map_location="cpu", weights_only=False)
 
 
+class _HashingWriter:
+    """A file wrapper that hashes and counts what torch.save writes (one pass, no copy in memory)."""
+
+    def __init__(self, f: Any):
+        self.f = f
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+        self.error: OSError | None = None  # torch's C++ writer reports a failed write as a bare position error
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.bytes += len(data)
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_state(directory: Path, iteration: int, state: dict[str, Any], meta: dict[str, Any], keep: int) -> int:
-    """Write one checkpoint atomically (tmp, fsync, rename; metadata last) and prune old ones; returns bytes."""
+    """Write one checkpoint atomically (tmp, fsync, rename; metadata with size and SHA-256 last) and prune old
+    ones; returns bytes. A failed write (a full disk) removes its temporary file and leaves the previous
+    checkpoints as they were; a full disk is reported as ConfigError naming checkpoint.dir."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"iter-{iteration:06d}"
     tmp = directory / f".{stem}.pt.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / f"{stem}.pt")
-    size = (directory / f"{stem}.pt").stat().st_size
-    full = {"version": STATE_VERSION, "iteration": iteration, "bytes": size, "time": time.time(), **meta}
-    write_json_atomic(directory / f"{stem}.json", full)
-    _fsync_dir(directory)
+    writer: _HashingWriter | None = None
+    try:
+        with open(tmp, "wb") as f:
+            writer = _HashingWriter(f)
+            torch.save(state, writer)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / f"{stem}.pt")
+        full = {
+            "version": STATE_VERSION,
+            "iteration": iteration,
+            "bytes": writer.bytes,
+            "sha256": writer.digest.hexdigest(),
+            "time": time.time(),
+            **meta,
+        }
+        write_json_atomic(directory / f"{stem}.json", full)
+        _fsync_dir(directory)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if (directory / f"{stem}.pt").exists() and not (directory / f"{stem}.json").exists():
+            (directory / f"{stem}.pt").unlink()  # a state without metadata is never used; free its space
+        (directory / f"{stem}.json.tmp").unlink(missing_ok=True)  # write_json_atomic's temporary file
+        cause = writer.error if writer is not None and writer.error is not None else err
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(directory, stem, cause) from None
+        raise
     stems = sorted(p.stem for p in directory.glob("iter-*.json"))
     for old in stems[: max(0, len(stems) - max(1, keep))]:
         (directory / f"{old}.json").unlink(missing_ok=True)  # metadata first: no half checkpoint looks valid
         (directory / f"{old}.pt").unlink(missing_ok=True)
-    return size
+    assert writer is not None
+    return writer.bytes
+
+
+def _disk_full(directory: Path, stem: str, err: OSError) -> ConfigError:
+    usage = shutil.disk_usage(directory)
+    previous = latest_checkpoint(directory)
+    kept = f"the previous checkpoint {previous.state_path.stem} is intact" if previous else "no earlier checkpoint"
+    return ConfigError(
+        "checkpoint.dir",
+        f"the filesystem of {directory} filled up while writing checkpoint {stem} ({os.strerror(err.errno)}; "
+        f"{usage.free // 2**20} MiB free of {usage.total // 2**20} MiB); its partial file was removed and {kept}",
+        "free space there or point checkpoint.dir at a larger filesystem, then rerun with resume=true",
+    )
 
 
 def clear_checkpoints(directory: Path, markers: bool) -> None:
     """Remove checkpoints, the STOP request and the status (and fault markers when `markers`)."""
     if not directory.is_dir():
         return
-    patterns = ["iter-*.json", "iter-*.pt", ".iter-*.tmp", STOP_FILE, STATUS_FILE]
+    patterns = ["iter-*.json", "iter-*.pt", ".iter-*.tmp", "iter-*.json.tmp", STOP_FILE, STATUS_FILE]
     if markers:
         patterns.append("killed-rank*.json")
     for pattern in patterns:

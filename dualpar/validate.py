@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from dualpar.checkpoint import CheckpointRef, checkpoint_dir, resume_from
@@ -289,6 +290,12 @@ def _check_restart(cfg: EngineConfig, info: ModelInfo) -> CheckpointRef | None:
         if rank is not None and not 0 <= rank < cfg.parallel.stages:
             raise ConfigError(f"debug.{rank_key}", f"is {rank}", f"use a rank in [0, {cfg.parallel.stages - 1}]")
     ref = resume_from(cfg)  # raises for resume=true without a checkpoint, or a checkpoint of another job
+    if ref is not None and ref.skipped and _owns_outputs(cfg):
+        print(
+            f"dualpar: warning: passing over damaged checkpoints ({'; '.join(ref.skipped)}); resuming from "
+            f"{ref.state_path.stem}, the newest intact one",
+            file=sys.stderr,
+        )
     attention = dict(cfg.attention)
     if (
         ref is not None
