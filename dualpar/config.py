@@ -36,6 +36,8 @@ class ModelConfig:
     dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
     init_seed: int = 0  # random-weight presets (tiny, small): weights are a function of this seed
+    compile: bool = False  # torch.compile each transformer block (slow first pass, faster after; GPUs)
+    text_encoder_device: str = "auto"  # auto: the compute device | cpu: encode on the host, freed before denoising
 
 
 @dataclass(frozen=True)

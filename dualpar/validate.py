@@ -81,6 +81,26 @@ def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
     _check_ray(cfg)
     _check_output(cfg, resuming=ref is not None)
     _check_audio(cfg, info)
+    _check_device_options(cfg)
+
+
+def _check_device_options(cfg: EngineConfig) -> None:
+    """model.text_encoder_device and attention.kernel (the latter against what this machine can run)."""
+    if cfg.model.text_encoder_device not in ("auto", "cpu"):
+        raise ConfigError(
+            "model.text_encoder_device", f"is {cfg.model.text_encoder_device!r}", "use auto (the compute device) or cpu"
+        )
+    if not isinstance(cfg.model.compile, bool):
+        raise ConfigError("model.compile", f"is {cfg.model.compile!r}", "use true or false")
+    from dualpar.attention.dense import DEFAULT_KERNEL, available_kernels, kernel_problem
+    from dualpar.models.loader import pick_device, pick_dtype
+
+    kernel = str(dict(cfg.attention).get("kernel", DEFAULT_KERNEL))
+    device = pick_device(cfg.model.device)
+    problem = kernel_problem(kernel, device.type, pick_dtype(cfg.model.dtype, device))
+    if problem is not None:
+        here = ", ".join(available_kernels(device.type)) or "none"
+        raise ConfigError("attention.kernel", problem, f"use one available on {device.type} here: {here}")
 
 
 def _check_choices(cfg: EngineConfig) -> None:

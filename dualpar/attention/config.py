@@ -44,6 +44,9 @@ class AttentionConfig:
 
     # Which backend runs DiT self-attention: dense | clustered | sliding_tile (or anything registered).
     backend: str = "dense"
+    # Kernel of every dense attention call (diffusers' attention dispatch, `AttentionBackendName`): native
+    # (PyTorch SDPA), flash, _flash_3, sage, ... (checked against this machine when a job is validated).
+    kernel: str = "native"
 
     # --- clustered (SVG-EAR / SVG2) ---
     # Query clusters per (row, head), Cq; clamped to the query count. GPU start: 256.
@@ -118,6 +121,8 @@ class AttentionConfig:
                              ("ratio", RATIOS), ("budget_scope", BUDGET_SCOPES), ("cache_keys", CACHE_KEYS)):
             if getattr(self, key) not in allowed:
                 _fail(key, getattr(self, key), f"choose one of {', '.join(allowed)}")
+        if not isinstance(self.kernel, str) or not self.kernel:
+            _fail("kernel", self.kernel, "name a diffusers attention kernel, e.g. native, flash, _flash_3, sage")
         if not isinstance(self.backend, str) or not self.backend:
             _fail("backend", self.backend, "name a registered backend, e.g. dense, clustered, sliding_tile")
         for key in ("compensation", "normalise_error"):

@@ -9,12 +9,14 @@ from dualpar.attention.base import AttentionBackend
 
 
 def attention_factory(attention: Mapping[str, Any]) -> Callable[[int], AttentionBackend]:
-    """`attention.backend` picks the backend; the other keys are its options (dualpar.attention.config)."""
+    """`attention.backend` picks the backend, `attention.kernel` the dense kernel; the other keys are the
+    backend's options (dualpar.attention.config)."""
     name = str(attention.get("backend", "dense"))
     if name == "dense":
-        from dualpar.attention.dense import DenseAttention
+        from dualpar.attention.dense import DEFAULT_KERNEL, DenseAttention
 
-        return lambda layer: DenseAttention()
+        kernel = str(attention.get("kernel", DEFAULT_KERNEL))
+        return lambda layer: DenseAttention(kernel)
     from dualpar.attention.config import AttentionConfig
     from dualpar.attention.registry import build_backend
 

@@ -57,4 +57,5 @@ class PolicyBackend:
 
 def wrap_with_policy(sparse: AttentionBackend, cfg: AttentionConfig) -> PolicyBackend:
     """Every registry-built sparse backend sits behind a policy (a pass-through when nothing runs dense)."""
-    return PolicyBackend(sparse, DenseAttention(), cfg.dense_steps, cfg.dense_layers, cfg.min_pairs)
+    dense = DenseAttention(cfg.kernel)
+    return PolicyBackend(sparse, dense, cfg.dense_steps, cfg.dense_layers, cfg.min_pairs)

@@ -31,4 +31,6 @@ def build_backend(name: str, cfg: Any = None) -> AttentionBackend:
         raise ValueError(f"attention={name!r} is unknown; choose one of {', '.join(available_backends())}")
     module_name, factory_name = _BACKENDS[name].split(":")
     factory: Callable[..., AttentionBackend] = getattr(importlib.import_module(module_name), factory_name)
-    return factory() if name == "dense" else factory(cfg)
+    if name == "dense":
+        return factory(getattr(cfg, "kernel", None) or (cfg or {}).get("kernel", "native"))
+    return factory(cfg)

@@ -124,6 +124,8 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
     with run.loading():
         stage = build_stage(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)
         stage.install_attention(attention_factory(cfg.attention))
+        if cfg.model.compile:
+            stage.compile_blocks()
         tower = None
         if job.av is not None:
             from dualpar.av.stage import build_audio_stage
@@ -149,9 +151,13 @@ def _text_embeds(run: RankRun) -> torch.Tensor:
     """Rank 0 encodes every distinct prompt once; the others receive the embeddings (over the gloo group)."""
     if run.ctx.is_first:
         with run.loading():
-            encoder = load_prompt_encoder(run.job.info, run.device)
+            # model.text_encoder_device=cpu: the encoder never takes device memory (embeds move with the runner)
+            on_host = run.cfg.model.text_encoder_device == "cpu"
+            encoder = load_prompt_encoder(run.job.info, torch.device("cpu") if on_host else run.device)
             embeds = encoder.encode(list(run.job.texts)).float()
             del encoder
+            if run.device.type == "cuda":
+                torch.cuda.empty_cache()  # hand the encoder's memory back before the layers need it
     if run.link is None:
         return embeds
     transport = run.link.transport

@@ -42,10 +42,11 @@ class PassContext:
 
 
 def _apply_rope(x_BSHE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """diffusers' Wan rotary embedding, unchanged arithmetic."""
-    x1, x2 = x_BSHE.unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = cos[..., 0::2], sin[..., 1::2]
-    out = torch.empty_like(x_BSHE)
+    """diffusers' Wan rotary embedding arithmetic, always in fp32: bf16 inputs are upcast exactly (what type
+    promotion against fp32 tables did before), and float64 tables never make fp64 temporaries (slow on GPUs)."""
+    x1, x2 = x_BSHE.float().unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = cos[..., 0::2].float(), sin[..., 1::2].float()
+    out = torch.empty(x_BSHE.shape, dtype=torch.float32, device=x_BSHE.device)
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out.type_as(x_BSHE)
@@ -80,9 +81,7 @@ class WindowAttnProcessor:
         k_BSD = attn.norm_k(k_BSD)
         q_BSHE = _apply_rope(q_BSD.unflatten(2, (attn.heads, -1)), *ctx.rope_q)
         n_keys = k_BSD.shape[1]
-        k_BSHE = _apply_rope(
-            k_BSD.unflatten(2, (attn.heads, -1)), ctx.rope_k[0][:, :n_keys], ctx.rope_k[1][:, :n_keys]
-        )
+        k_BSHE = _apply_rope(k_BSD.unflatten(2, (attn.heads, -1)), ctx.rope_k[0][:, :n_keys], ctx.rope_k[1][:, :n_keys])
         v_BSHE = v_BSD.unflatten(2, (attn.heads, -1))
         call = AttnCall(
             layer=self.layer,
@@ -120,9 +119,7 @@ class WanStage(nn.Module):
             self.proj_out = full.proj_out
             self.scale_shift_table = full.scale_shift_table
         head_dim = int(config["attention_head_dim"])
-        self.rope = WanRotaryPosEmbed(
-            head_dim, tuple(config["patch_size"]), int(config.get("rope_max_seq_len", 1024))
-        )
+        self.rope = WanRotaryPosEmbed(head_dim, tuple(config["patch_size"]), int(config.get("rope_max_seq_len", 1024)))
         self.processors: list[WindowAttnProcessor] = []
 
     def owned_prefixes(self) -> tuple[str, ...]:
@@ -147,14 +144,20 @@ class WanStage(nn.Module):
             proc.reset_cache()
 
     def rope_tables(self, frames: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE cos/sin for a latent grid of `frames` x h x w (window-local positions from 0)."""
-        return self.rope(torch.empty((1, 1, frames, h, w), device="meta"))
+        """RoPE cos/sin (fp32) for a latent grid of `frames` x h x w (window-local positions from 0)."""
+        cos, sin = self.rope(torch.empty((1, 1, frames, h, w), device="meta"))
+        return cos.float(), sin.float()
+
+    def compile_blocks(self, **options) -> None:
+        """`torch.compile` every transformer block of this stage in place (`model.compile=true`): the layers
+        are the repeated, compute-bound part. The attention processor's Python state (pass context, cache)
+        stays outside the compiled graphs through graph breaks."""
+        for block in self.layer_blocks():
+            block.compile(**options)
 
     def conditions(self, timestep_B: torch.Tensor, text_BLD: torch.Tensor):
         """(temb, timestep_proj [B, 6, D], projected text) exactly as WanTransformer3DModel.forward."""
-        temb, timestep_proj, text_proj, _ = self.condition_embedder(
-            timestep_B, text_BLD, None, timestep_seq_len=None
-        )
+        temb, timestep_proj, text_proj, _ = self.condition_embedder(timestep_B, text_BLD, None, timestep_seq_len=None)
         return temb, timestep_proj.unflatten(1, (6, -1)), text_proj
 
     def embed(self, x_BCFHW: torch.Tensor) -> torch.Tensor:
