@@ -8,6 +8,10 @@ every field is concrete and `validate_config` checks the job before any weights 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -153,27 +157,83 @@ _NESTED = {
 }
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        key = prefix.rstrip(".") or "config"
+        raise ConfigError(key, f"is {raw!r}, not a section of keys", f"give {key} as a mapping of its options")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        key = prefix + unknown[0]
-        raise ConfigError(
-            key, "is not a known option", f"remove it; known keys here: {', '.join(sorted(known))}"
-        )
+        raise unknown_key(prefix + str(unknown[0]), known)
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
+        key = prefix + name
         if cls is EngineConfig and name in _NESTED:
-            kwargs[name] = _build(_NESTED[name], dict(value or {}), prefix=f"{name}.")
+            kwargs[name] = _build(_NESTED[name], {} if value is None else value, prefix=f"{name}.")
         elif cls is EngineConfig and name == "prompt":
             kwargs[name] = parse_prompt(value)
-        elif name == "split" and value is not None:
-            kwargs[name] = tuple(int(v) for v in value)
         elif cls is EngineConfig and name in ("attention", "audio", "cluster"):
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(key, f"is {value!r}, not a section of keys", f"give {key} as a mapping")
             kwargs[name] = dict(value or {})
         else:
-            kwargs[name] = value
+            kwargs[name] = typed(key, value, hints[name])
     return cls(**kwargs)
+
+
+def unknown_key(key: str, known: Any) -> ConfigError:
+    """The error for a key no config section has, with the closest known spelling when there is one."""
+    prefix, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean {prefix + '.' if prefix else ''}{close[0]}? " if close else ""
+    return ConfigError(key, "is not a known option", f"{hint}known keys here: {', '.join(sorted(known))}")
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def typed(key: str, value: Any, hint: Any) -> Any:
+    """`value` checked against the field's annotation (None only where the field allows it); ints are exact
+    (no bools, no floats), numbers finite, tuples lists of ints. ConfigError names the key and the type."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(key, "is null (or empty)", f"give {_describe(options)}")
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:
+                raise ConfigError(key, f"{value} is out of range", "use an integer below 2**63")
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(key, f"is {value}", "use a finite number")
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if (
+            typing.get_origin(option) is tuple
+            and isinstance(value, list | tuple)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            return tuple(value)
+    shown = f"{value!r}" if not isinstance(value, str) or value else "'' (empty)"
+    raise ConfigError(key, f"is {shown}, not {_describe(options)}", f"give {key} {_describe(options)}")
+
+
+def _describe(options: tuple) -> str:
+    words = []
+    for option in options:
+        if option is type(None):
+            words.append("null")
+        elif typing.get_origin(option) is tuple:
+            words.append("a list of integers")
+        else:
+            words.append(_TYPE_WORDS.get(option, getattr(option, "__name__", str(option))))
+    return " or ".join(words)
 
 
 def parse_prompt(value: Any) -> tuple[PromptSegment, ...]:
@@ -184,6 +244,10 @@ def parse_prompt(value: Any) -> tuple[PromptSegment, ...]:
         return (PromptSegment(0, value),)
     if isinstance(value, PromptSegment):
         return (value,)
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(
+            "prompt", f"is {value!r}", 'give prompt="<text>" or a timeline [{frame: 0, text: "<text>"}, ...]'
+        )
     segments = []
     for i, entry in enumerate(value):
         if isinstance(entry, PromptSegment):
@@ -195,5 +259,7 @@ def parse_prompt(value: Any) -> tuple[PromptSegment, ...]:
                 f"is {entry!r}",
                 'give each timeline entry as {frame: <int>, text: "<prompt>"}',
             )
-        segments.append(PromptSegment(int(entry["frame"]), str(entry["text"])))
+        frame = typed(f"prompt[{i}].frame", entry["frame"], int)
+        text = typed(f"prompt[{i}].text", entry["text"], str)
+        segments.append(PromptSegment(frame, text))
     return tuple(sorted(segments, key=lambda s: s.frame))

@@ -6,6 +6,7 @@ Each error names the config key and the fix (`ConfigError`); the CLI prints it a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 from dualpar.checkpoint import CheckpointRef, checkpoint_dir, resume_from
 from dualpar.config import JOBS, LAUNCHERS, LEFT_CONTEXT, SPLIT_MODES, TRANSPORTS, EngineConfig, PromptSegment
 from dualpar.errors import ConfigError
+from dualpar.models.codec import latents_for_frames
 from dualpar.models.registry import ModelInfo
 from dualpar.run_lock import LOCK_NAME, probe_run_lock, read_holder
 
 RAY_PLACEMENTS = ("auto", "STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD")
+MAX_PLAN_PASSES = 5_000_000  # blocks x steps: the plan is built in memory up front, a few hundred bytes a pass
 OUTPUT_FILES = ("video.mp4", "audio.wav", "latents.safetensors", "report.json", "preview.png", "trace.json")
 
 
@@ -73,6 +76,7 @@ def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
     _check_choices(cfg)
     if _owns_outputs(cfg):
         probe_run_lock(cfg)  # another run in this directory: refuse before reading or touching anything
+    _check_environment(cfg, info)
     _check_geometry(cfg, info)
     _check_prompt(cfg)
     _check_schedule(cfg, info)
@@ -114,6 +118,68 @@ def _check_choices(cfg: EngineConfig) -> None:
         raise ConfigError("model.device", f"unknown device {cfg.model.device!r}", "use auto, cpu or cuda")
 
 
+def _check_environment(cfg: EngineConfig, info: ModelInfo) -> None:
+    """What the launcher and device need from this machine, and that the model directory is complete."""
+    if cfg.launcher == "torchrun":
+        missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise ConfigError(
+                "launcher",
+                f"launcher=torchrun but this process was not started by torchrun ({', '.join(missing)} unset)",
+                f"run `torchrun --nproc-per-node {cfg.parallel.stages} -m dualpar ...`, or use launcher=spawn "
+                "on one machine",
+            )
+        world = os.environ["WORLD_SIZE"]
+        if world != str(cfg.parallel.stages):
+            raise ConfigError(
+                "parallel.stages",
+                f"is {cfg.parallel.stages} but torchrun started WORLD_SIZE={world} processes",
+                f"set parallel.stages={world}, or start torchrun with --nproc-per-node {cfg.parallel.stages}",
+            )
+    if cfg.model.device == "cuda" and cfg.launcher != "ray":  # Ray stages run on other nodes: checked there
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "model.device", "is cuda but this machine has no usable CUDA device", "use model.device=auto (or cpu)"
+            )
+    if info.path is not None:
+        _check_model_files(info.path)
+
+
+def _check_model_files(root: Path) -> None:
+    """Every safetensors file whole (its header's byte ranges fit the file) and a tokenizer present, so a
+    broken download fails here instead of after the other weights have loaded."""
+    key = "model.path"
+    tokenizer = root / "tokenizer"
+    if not tokenizer.is_dir() or not any(tokenizer.iterdir()):
+        raise ConfigError(key, f"{root} has no tokenizer/ files", "download the checkpoint's tokenizer folder too")
+    for path in sorted(root.glob("*/*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            raise ConfigError(key, f"{path.relative_to(root)} is damaged ({problem})", "download that file again")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                return f"a {size}-byte file cannot hold its header"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as err:
+        return f"unreadable header: {err}"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"truncated: {size} of {need} bytes"
+    return None
+
+
 def _check_prompt(cfg: EngineConfig) -> None:
     if not cfg.prompt:
         raise ConfigError("prompt", "is empty", 'give prompt="..." or a list of {frame, text}')
@@ -141,12 +207,22 @@ def _check_geometry(cfg: EngineConfig, info: ModelInfo) -> None:
     assert cfg.frames is not None and cfg.height is not None and cfg.width is not None
     if cfg.frames < 1:
         raise ConfigError("frames", f"is {cfg.frames}", "ask for at least 1 frame")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError("seed", f"is {cfg.seed}", "use a seed in [0, 2**63)")
     m = info.pixel_multiple
     for key, value in (("height", cfg.height), ("width", cfg.width)):
         if value < m or value % m:
             lo, hi = max(m, value // m * m), (value // m + 1) * m
             raise ConfigError(
                 key, f"{value} is not a positive multiple of {m} (VAE stride x patch)", f"use {lo} or {hi}"
+            )
+    rope_len = int(info.transformer.get("rope_max_seq_len", 1024))
+    for key, value in (("height", cfg.height), ("width", cfg.width)):
+        if value // m > rope_len:
+            raise ConfigError(
+                key,
+                f"{value} pixels are {value // m} patches, beyond the model's positional range ({rope_len})",
+                f"use at most {rope_len * m}",
             )
     if cfg.output.fps is None or cfg.output.fps < 1:
         raise ConfigError("output.fps", f"is {cfg.output.fps}", "use a positive frame rate such as 16")
@@ -169,6 +245,7 @@ def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
         raise ConfigError("schedule.left_context", f"is {s.left_context!r}", "use ahead or same")
     if s.guidance is None or s.guidance < 0:
         raise ConfigError("schedule.guidance", f"is {s.guidance}", "use a scale >= 0 (1 disables guidance)")
+    _check_plan_size(cfg, info)
     rope_len = int(info.transformer.get("rope_max_seq_len", 1024))
     key_frames = s.block_latents + 2 * s.context_latents
     if key_frames > rope_len:
@@ -179,8 +256,27 @@ def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
         )
 
 
+def _check_plan_size(cfg: EngineConfig, info: ModelInfo) -> None:
+    """The plan lists every pass up front (a few hundred bytes each): bound it before building it."""
+    s = cfg.schedule
+    assert cfg.frames is not None and s.steps is not None and s.block_latents is not None
+    codec = info.codec
+    latents = latents_for_frames(codec.temporal_stride, codec.causal_first_frame, cfg.frames)
+    passes = -(-latents // s.block_latents) * s.steps
+    if passes > MAX_PLAN_PASSES:
+        most = cfg.frames * MAX_PLAN_PASSES // passes
+        raise ConfigError(
+            "frames",
+            f"{cfg.frames} frames need {passes:,} denoising passes at schedule.steps={s.steps}, "
+            f"schedule.block_latents={s.block_latents}; one job plans at most {MAX_PLAN_PASSES:,}",
+            f"render at most about {most:,} frames per job (split a longer video into several jobs)",
+        )
+
+
 def _check_parallel(cfg: EngineConfig, info: ModelInfo) -> None:
     p = cfg.parallel
+    if p.threads is not None and p.threads < 1:
+        raise ConfigError("parallel.threads", f"is {p.threads}", "use at least 1 thread, or null for torch's default")
     if p.stages < 1:
         raise ConfigError("parallel.stages", f"is {p.stages}", "use at least 1 stage")
     if p.stages > info.num_layers:

@@ -150,11 +150,14 @@ def _read_json(path: Path, key: str, what: str) -> dict[str, Any]:
             key, f"{path} is missing", f"point {key} at a diffusers-format directory that has {what}"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(
             key, f"{path} is not valid JSON ({err})", "restore the file from the checkpoint"
         ) from err
+    if not isinstance(data, dict):
+        raise ConfigError(key, f"{path} holds a JSON {type(data).__name__}, not an object", "restore the file")
+    return data
 
 
 def _has_weights(folder: Path) -> bool:
@@ -172,7 +175,20 @@ def _codec_info(root: Path, entry: tuple[str, str], key: str) -> CodecInfo:
 
 
 def read_directory_info(name: str, root: Path, key: str = "model.path") -> ModelInfo:
-    """Read a diffusers Wan-layout directory's configs (no weights)."""
+    """Read a diffusers Wan-layout directory's configs (no weights); a config that lacks a needed entry or
+    gives it a wrong type is a ConfigError naming `key`."""
+    try:
+        return _read_directory_info(name, root, key)
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(
+            key, f"a config file in {root} lacks or garbles an entry ({type(err).__name__}: {err})",
+            "restore the directory's JSON files from the original checkpoint",
+        ) from err
+
+
+def _read_directory_info(name: str, root: Path, key: str) -> ModelInfo:
     if not root.is_dir():
         raise ConfigError(key, f"{root} is not a directory", "give the local diffusers checkpoint directory")
     index = _read_json(root / "model_index.json", key, "model_index.json")
@@ -194,7 +210,7 @@ def read_directory_info(name: str, root: Path, key: str = "model.path") -> Model
     scheduler = _read_json(
         root / "scheduler" / "scheduler_config.json", key, "scheduler/scheduler_config.json"
     )
-    extra = json.loads((root / "dualpar.json").read_text()) if (root / "dualpar.json").is_file() else {}
+    extra = _read_json(root / "dualpar.json", key, "dualpar.json") if (root / "dualpar.json").is_file() else {}
     defaults = dict(_WAN_DEFAULTS)
     for extra_key, value in extra.items():
         field_name = extra_key.removeprefix("default_")  # dualpar.json may say "default_prompt" or "prompt"
@@ -216,8 +232,55 @@ def read_directory_info(name: str, root: Path, key: str = "model.path") -> Model
     )
 
 
-def read_model_info(name: str, path: str | None, init_seed: int = 0) -> ModelInfo:
-    """Resolve `model=<name>` and `model.path` to a ModelInfo, or raise ConfigError naming the key."""
+# The Wan checkpoints' transformer/config.json entries that differ between sizes (the rest: _WAN_TRANSFORMER):
+# enough to plan a Wan job (plan_only=true) before its weights are downloaded.
+_WAN_SIZES = {
+    "wan2.1-t2v-1.3b": {"num_layers": 30, "num_attention_heads": 12, "ffn_dim": 8960},
+    "wan2.1-t2v-14b": {"num_layers": 40, "num_attention_heads": 40, "ffn_dim": 13824},
+}
+_WAN_TRANSFORMER = {
+    "_class_name": "WanTransformer3DModel",
+    "attention_head_dim": 128,
+    "cross_attn_norm": True,
+    "eps": 1e-06,
+    "freq_dim": 256,
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": [1, 2, 2],
+    "qk_norm": "rms_norm_across_heads",
+    "rope_max_seq_len": 1024,
+    "text_dim": 4096,
+}
+
+
+def wan_plan_info(name: str) -> ModelInfo:
+    """A Wan preset's shape without its directory: what `plan_only=true` needs (nothing can load from it)."""
+    transformer = {**_WAN_TRANSFORMER, **_WAN_SIZES[name]}
+    return ModelInfo(
+        name=name,
+        path=None,
+        transformer=transformer,
+        codec=_wan_vae_codec({}),
+        scheduler_class="UniPCMultistepScheduler",
+        scheduler_config=dict(tiny.TINY_SCHEDULER),
+        components={
+            "transformer": ("diffusers", "WanTransformer3DModel"),
+            "vae": ("diffusers", "AutoencoderKLWan"),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler"),
+        },
+        text_dim=int(transformer["text_dim"]),
+        max_sequence_length=512,
+        defaults=dict(_WAN_DEFAULTS),
+    )
+
+
+def read_model_info(name: str, path: str | None, init_seed: int = 0, plan_only: bool = False) -> ModelInfo:
+    """Resolve `model=<name>` and `model.path` to a ModelInfo, or raise ConfigError naming the key. With
+    `plan_only`, a Wan preset needs no `model.path` (its shape is known; nothing is loaded)."""
+    if not path and plan_only and name in _WAN_SIZES:
+        return wan_plan_info(name)
     if path:
         return read_directory_info(name, Path(path).expanduser())
     if name in BUILTIN_PRESETS:
