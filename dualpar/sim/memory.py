@@ -25,6 +25,8 @@ PIXELS_480P = 480 * 832
 DECODE_WORK_CHANNELS = 96 * 3
 # UniPC keeps latents, the model output history (order 2) and the noise per block in flight.
 LATENT_COPIES = 4
+# Receives a later stage keeps posted for hidden states (TorchP2PTransport's default `prepost`).
+PREPOST = 2
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,27 @@ class StageMemory:
 
 def decoder_bytes(job: Job, model: ModelSpec, dtype_bytes: int) -> float:
     """VAE weights + causal decoder cache + one chunk's working set (streaming decode)."""
-    pixels = job.height * job.width
+    return streaming_decoder_bytes(job.height, job.width, model.vae_params, dtype_bytes)
+
+
+def streaming_decoder_bytes(height: int, width: int, vae_params: float, dtype_bytes: int) -> float:
+    """Stage 0's VAE: weights, causal decoder cache and one latent chunk's working set, at height x width."""
+    pixels = height * width
     cache = DECODER_CACHE_BYTES_480P * pixels / PIXELS_480P * dtype_bytes / 2
     work = DECODE_WORK_CHANNELS * 4 * pixels * dtype_bytes
-    return model.vae_params * dtype_bytes + cache + work
+    return vae_params * dtype_bytes + cache + work
+
+
+def receive_buffer_bytes(
+    stage: int, stages: int, hidden_msg_bytes: float, velocity_msg_bytes: float, blocks_in_flight: int
+) -> float:
+    """Pre-posted receive buffers (dualpar.transport): stage 0 posts 2 x blocks-in-flight + 2 receives for
+    the returned outputs (`PipelineEngine.expect_outputs`), every later stage `PREPOST` for hidden states."""
+    if stages <= 1:
+        return 0.0
+    if stage == 0:
+        return (2 * blocks_in_flight + 2) * velocity_msg_bytes
+    return PREPOST * hidden_msg_bytes
 
 
 def working_activations(job: Job, model: ModelSpec, dtype_bytes: int) -> float:
@@ -95,13 +114,12 @@ def stage_memory(
         weights = len(layers) * model.layer_params * ab
         weights += model.embed_params * ab if first else 0.0
         weights += model.head_params * ab if last else 0.0
-        inflight = (k * geo.hidden_msg_bytes if j > 0 else 0.0) + (
-            k * geo.hidden_msg_bytes if not last else 0.0
-        )
+        # sends in flight to the next stage, and the receives posted ahead of time
+        inflight = k * geo.hidden_msg_bytes if not last else 0.0
+        inflight += receive_buffer_bytes(j, n, geo.hidden_msg_bytes, geo.velocity_msg_bytes, in_flight_blocks)
         cache = 2 * geo.right_tokens * model.dim * len(layers) * cfg_batch * ab
         latent_block = job.window_latents * model.in_channels * geo.latent_hw * 4
         latents = LATENT_COPIES * in_flight_blocks * latent_block if first else 0.0
-        latents += in_flight_blocks * geo.velocity_msg_bytes if first and n > 1 else 0.0
         latents += 2 * model.text_tokens * model.text_dim * ab if first else 0.0
         decoder, video = (decoder_bytes(job, model, ab) if first else 0.0), 0.0
         on_device = first and job.text_encoder_on_device
