@@ -14,6 +14,7 @@ Files in the checkpoint dir (`checkpoint.dir`, default `<output.dir>/checkpoint`
   STOP               create it to make stage 0 checkpoint at the next iteration boundary and exit
   status.json        stage 0's progress (iteration, frames), for the job driver
   killed-rank1-iter5.json   fault-injection markers: `debug.kill_rank` fires once, across restarts
+  stalled-rank1-iter5.json  (and `debug.stall_rank`, which also fires once)
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -47,20 +50,35 @@ _VOLATILE_OUTPUT = ("dir", "overwrite", "progress", "trace")
 
 
 class Interrupted(RuntimeError):
-    """Stage 0 stopped on request (signal or STOP file) after writing a checkpoint."""
+    """Stage 0 stopped on request (signal or STOP file) after writing a checkpoint (iteration -1: stopped
+    before it could write one)."""
 
     def __init__(self, iteration: int, reason: str, path: Path):
         self.iteration = iteration
         self.reason = reason
         self.path = path
         self.exit_code = 128 + int(signal.SIGINT if reason == "SIGINT" else signal.SIGTERM)
-        super().__init__(
-            f"stopped by {reason} at iteration {iteration}; checkpoint {path}. "
-            "Continue with the same command plus resume=true"
-        )
+        if iteration < 0:
+            again = resume_command("output.overwrite=true")
+            text = f"stopped by {reason} before the first checkpoint; start over with {again}"
+        else:
+            again = resume_command()
+            text = f"stopped by {reason} at iteration {iteration}, checkpoint {path}; continue with {again}"
+        super().__init__(text)
 
     def __reduce__(self) -> tuple:  # crosses process boundaries (Ray, multiprocessing)
         return (Interrupted, (self.iteration, self.reason, self.path))
+
+
+def resume_command(extra: str = "resume=true") -> str:
+    """This process's command line with `extra` (replacing any resume= / output.overwrite=), when it was the
+    dualpar command; otherwise a description of it."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name not in ("dualpar", "cli.py", "__main__.py"):
+        return f"the same command plus {extra}"
+    prog = ["dualpar"] if name == "dualpar" else [sys.executable, "-m", "dualpar"]
+    args = [a for a in sys.argv[1:] if not a.startswith(("resume=", "output.overwrite=", extra.split("=")[0]))]
+    return shlex.join([*prog, *args, extra])
 
 
 def checkpoint_dir(cfg: EngineConfig) -> Path:
@@ -272,7 +290,7 @@ def clear_checkpoints(directory: Path, markers: bool) -> None:
         return
     patterns = ["iter-*.json", "iter-*.pt", ".iter-*.tmp", "iter-*.json.tmp", STOP_FILE, STATUS_FILE]
     if markers:
-        patterns.append("killed-rank*.json")
+        patterns += ["killed-rank*.json", "stalled-rank*.json"]
     for pattern in patterns:
         for path in directory.glob(pattern):
             path.unlink(missing_ok=True)
@@ -289,10 +307,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class FaultInjector:
-    """`debug.kill_rank` / `debug.kill_at_iteration`: SIGKILL this rank once, like an OOM kill or a lost node.
+    """`debug.kill_rank` / `debug.kill_at_iteration`: SIGKILL this rank once, like an OOM kill or a lost node;
+    `debug.stall_rank` / `debug.stall_at_iteration`: hang this rank once, like a hung device or a frozen node.
 
-    "Once" holds across restarts: a marker in the checkpoint dir (written just before dying, with the time,
-    which the Ray launcher uses to measure detection latency) disarms the injection for later attempts.
+    "Once" holds across restarts: a marker in the checkpoint dir (written just before dying or hanging, with the
+    time, which the Ray launcher uses to measure detection latency) disarms the injection for later attempts.
     """
 
     def __init__(self, cfg: EngineConfig, rank: int):
@@ -302,9 +321,13 @@ class FaultInjector:
         self.armed = d.kill_rank == rank and d.kill_at_iteration is not None
         self.marker = checkpoint_dir(cfg) / f"killed-rank{rank}-iter{d.kill_at_iteration}.json"
         self.stall_at = d.stall_at_iteration if d.stall_rank == rank else None
+        self.stall_marker = checkpoint_dir(cfg) / f"stalled-rank{rank}-iter{d.stall_at_iteration}.json"
 
     def __call__(self, iteration: int) -> None:
-        if self.stall_at is not None and iteration == self.stall_at:
+        if self.stall_at is not None and iteration == self.stall_at and not self.stall_marker.exists():
+            self.stall_marker.parent.mkdir(parents=True, exist_ok=True)
+            info = {"rank": self.rank, "iteration": iteration, "pid": os.getpid(), "time": time.time()}
+            write_json_atomic(self.stall_marker, info)
             while True:  # a stuck peer: alive, holding its connections, never sending again
                 time.sleep(3600)
         if not self.armed or iteration != self.iteration or self.marker.exists():
