@@ -7,8 +7,10 @@ is what a checkpoint must hold (see `state_dict`).
 
 Device discipline: latents, their previous versions and every solver's tensors live on stage 0's compute
 device (`device`), where the velocities arrive; noise is drawn on the CPU (so CPU and GPU runs draw the same
-numbers) and moved there once per block. Only checkpoints (`state_dict`, always on the host) and outputs
-leave the device.
+numbers) and moved there once per block. A solver's constant schedule tables (timesteps, sigmas) stay on the
+host: it reads 0-d scalars from them, which CUDA takes from host memory without a sync, while the state it
+builds from samples and velocities (past outputs, last sample) is on the device. Only checkpoints
+(`state_dict`, always on the host) and outputs leave the device.
 
 Legend: C_lat latent channels, F latent frames, h/w latent height/width.
 """
@@ -61,13 +63,17 @@ class BlockQueue:
         self.device = torch.device(device)
         self.geometry = geometry
         self.noise = noise
-        self.template = scheduler_template
+        self.template = copy.deepcopy(scheduler_template)
+        if hasattr(self.template, "set_begin_index"):  # every block starts at step 0: no per-block lookup of
+            self.template.set_begin_index(0)  # the timestep in the schedule (a device sync on CUDA)
         self.timesteps = timesteps
         self.sigmas = sigmas
         self.left_context = left_context
         self.prediction = prediction
         self.x0_min_t = x0_min_t
         self.blocks: dict[int, BlockState] = {}
+        # the solver's schedule tables (host-resident in every copy of the template)
+        self.tables = frozenset(k for k, v in vars(scheduler_template).items() if isinstance(v, torch.Tensor))
 
     @classmethod
     def for_job(cls, job, scheduler, device: torch.device | str = "cpu", **kwargs: Any) -> BlockQueue:
@@ -94,7 +100,7 @@ class BlockQueue:
 
     def new_state(self, noise: torch.Tensor) -> BlockState:
         """A fresh block state: `noise` (drawn on the CPU) moved to the compute device, a fresh solver there."""
-        return BlockState(noise.to(self.device), 0, solver_to_device(copy.deepcopy(self.template), self.device))
+        return BlockState(noise.to(self.device), 0, copy.deepcopy(self.template))
 
     def join(self, block: int) -> None:
         self.blocks[block] = self.new_state(self.noise.next_block())
@@ -144,7 +150,7 @@ class BlockQueue:
     def load_state_dict(self, state: dict) -> None:
         """Inverse of `state_dict`: the saved state moved back to the compute device."""
         self.noise.load_state_dict(state["noise"])
-        self.blocks = states_from_host(state["blocks"], self.device)
+        self.blocks = states_from_host(state["blocks"], self.device, self.tables)
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
@@ -158,11 +164,11 @@ def to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def solver_to_device(solver: Any, device: torch.device) -> Any:
-    """A shallow copy of a solver (a diffusers scheduler) whose tensor state (sigmas, past model outputs, last
-    sample, ...) is on `device`; its config holds no tensors."""
+def solver_to_device(solver: Any, device: torch.device, keep: frozenset[str] = frozenset()) -> Any:
+    """A shallow copy of a solver (a diffusers scheduler) whose tensors (past model outputs, last sample, ...)
+    are on `device`, except the attributes named in `keep`; its config holds no tensors."""
     moved = copy.copy(solver)
-    moved.__dict__.update({k: to_device(v, device) for k, v in vars(solver).items()})
+    moved.__dict__.update({k: to_device(v, device) for k, v in vars(solver).items() if k not in keep})
     return moved
 
 
@@ -180,13 +186,13 @@ def states_to_host(states: dict[int, BlockState]) -> dict:
     }
 
 
-def states_from_host(states: dict, device: torch.device) -> dict[int, BlockState]:
-    """Inverse of `states_to_host`: block states on `device`."""
+def states_from_host(states: dict, device: torch.device, tables: frozenset[str]) -> dict[int, BlockState]:
+    """Inverse of `states_to_host`: block states on `device` (the solvers' schedule `tables` stay on the host)."""
     return {
         int(k): BlockState(
             v["latents"].to(device),
             int(v["updates"]),
-            solver_to_device(v["scheduler"], device),
+            solver_to_device(v["scheduler"], device, tables),
             to_device(v["previous"], device),
         )
         for k, v in states.items()

@@ -63,4 +63,4 @@ class AVBlockQueue(BlockQueue):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.audio = states_from_host(state["audio"], self.device)
+        self.audio = states_from_host(state["audio"], self.device, self.tables)
