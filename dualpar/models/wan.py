@@ -67,6 +67,7 @@ class WindowAttnProcessor:
     def reset_cache(self) -> None:
         self._cache.clear()
 
+    @torch.compiler.disable  # Python state (pass context, cache dict): compiled blocks call it eagerly
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         ctx = self.ctx
         assert ctx is not None, "WindowAttnProcessor used outside a block pass"
@@ -152,7 +153,13 @@ class WanStage(nn.Module):
         """`torch.compile` every transformer block of this stage in place (`model.compile=true`): the layers
         are the repeated, compute-bound part. The attention processor's Python state (pass context, cache)
         stays outside the compiled graphs through graph breaks."""
-        for block in self.layer_blocks():
+        blocks = self.layer_blocks()
+        # Every block shares one forward; dynamo guards each block's own attributes (its processor's layer
+        # index) and the with/without-cache shapes, so it needs a few entries per block, not torch's default 8
+        # (past the limit the remaining blocks would silently run eagerly).
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 4 * len(blocks) + 8)
+        for block in blocks:
             block.compile(**options)
 
     def conditions(self, timestep_B: torch.Tensor, text_BLD: torch.Tensor):
