@@ -43,10 +43,31 @@ from dualpar.report import write_json_atomic
 STATE_VERSION = 1
 STOP_FILE = "STOP"
 STATUS_FILE = "status.json"
-# Keys that may change between a run and its resume without changing the video (the output is identical for
-# any stage count and launcher, ALGORITHM.md "Equivalence").
-_VOLATILE = ("launcher", "resume", "plan_only", "parallel", "checkpoint", "debug", "ray")
-_VOLATILE_OUTPUT = ("dir", "overwrite", "progress", "trace")
+# The keys that may change between a run and its resume because the video does not depend on them, each with
+# the reason; every other key (a new one included) is part of the restart fingerprint. tests/unit/
+# test_validation_types.py::test_fingerprint_covers_output_changing_keys keeps this list honest.
+OUTPUT_INDEPENDENT = {
+    "launcher": "every launcher runs the same ranks (ALGORITHM.md 'Equivalence')",
+    "resume": "how this start finds its checkpoint",
+    "plan_only": "never renders",
+    "checkpoint": "where and how often restart state is saved",
+    "debug": "fault injection",
+    "ray": "placement and restarts",
+    "cluster": "the planner's estimate only",
+    "parallel.stages": "bit-identical for any stage count (ALGORITHM.md 'Equivalence')",
+    "parallel.split": "as stages: which rank runs a layer does not change its arithmetic",
+    "parallel.split_mode": "as parallel.split",
+    "parallel.timeout_s": "failure detection",
+    "parallel.max_sends_in_flight": "flow control",
+    "parallel.transport": "moves the same bytes",
+    "parallel.threads": "CPU kernels split work across threads by output element, not by reduction, so "
+    "1 and 2 threads give bit-identical latents (measured on tiny and toyworld); torch's default "
+    "differs between machines, so a fingerprint of it would refuse legitimate resumes",
+    "output.dir": "where, not what",
+    "output.overwrite": "what happens to old files",
+    "output.progress": "terminal output",
+    "output.trace": "a timing file",
+}
 
 
 class Interrupted(RuntimeError):
@@ -86,12 +107,13 @@ def checkpoint_dir(cfg: EngineConfig) -> Path:
 
 
 def restart_fingerprint(cfg: EngineConfig) -> dict[str, Any]:
-    """The job settings a checkpoint is only valid for, as plain JSON data."""
-    data = cfg.to_dict()
-    for key in _VOLATILE:
-        data.pop(key, None)
-    data["output"] = {k: v for k, v in data["output"].items() if k not in _VOLATILE_OUTPUT}
-    return json.loads(json.dumps(data, default=str))
+    """The job settings a checkpoint is only valid for, as plain JSON data: every key but OUTPUT_INDEPENDENT
+    (`parallel.cfg_split` is in: two micro-batches round differently from one batch of two)."""
+    data = json.loads(json.dumps(cfg.to_dict(), default=str))
+    for dotted in OUTPUT_INDEPENDENT:
+        section, _, key = dotted.rpartition(".")
+        (data[section] if section else data).pop(key, None)
+    return data
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:

@@ -18,6 +18,7 @@ import torch
 
 from dualpar.checkpoint import latest_checkpoint
 from dualpar.cli import prepare, run
+from dualpar.config import EngineConfig
 from dualpar.errors import ConfigError
 from dualpar.testing.crash import crash_in_process
 from dualpar.testing.jobs import compose, load_latents, render
@@ -111,3 +112,23 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, r
         assert torch.equal(load_latents(out), load_latents(reference))
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
+
+
+@pytest.mark.timeout(300)
+def test_automatic_restarts_are_validated(tmp_path, monkeypatch):
+    """Ray's and torchrun's restarts (resume=auto injected) run the same validation as a first start: the
+    per-block sparse warm start, which a resume cannot reproduce, is refused instead of silently diverging."""
+    from dualpar.validate import prepare_job, restart_config
+
+    out = tmp_path / "sparse"
+    sparse = ["job=sparse_video", "attention.num_q_clusters=4", "attention.num_k_clusters=8", "output.video=false"]
+    crash = ["checkpoint.every=2", "debug.kill_rank=0", "debug.kill_at_iteration=5"]
+    crash_in_process(monkeypatch, out, [*BASE, *sparse, *crash])
+    cfg = EngineConfig.from_mapping(compose([f"output.dir={out}", *BASE, *sparse]))
+    with pytest.raises(ConfigError, match="attention.centroid_init"):  # RayRun restarts through this
+        prepare_job(restart_config(cfg))
+    env = {"TORCHELASTIC_RESTART_COUNT": "1", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in {**env, "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="attention.centroid_init"):  # torchrun: every rank's CLI validates
+        prepare(compose([f"output.dir={out}", *BASE, *sparse, "launcher=torchrun"]))

@@ -118,3 +118,40 @@ def test_real_cli_representative_errors(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert f"error: {key}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def _leaves(data: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in ("attention", "audio", "cluster"):
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out.add(prefix + key)
+    return out
+
+
+def test_fingerprint_covers_output_changing_keys(tmp_path):
+    """Every key is in the restart fingerprint unless it is listed with a reason; cfg_split is in (it changes
+    the latents), threads is out (measured here: 1 and 2 threads give identical latents)."""
+    import torch
+
+    from dualpar.checkpoint import OUTPUT_INDEPENDENT, restart_fingerprint
+    from dualpar.cli import prepare
+    from dualpar.testing.jobs import load_latents, render
+
+    cfg, _ = prepare(compose([f"output.dir={tmp_path / 'x'}"]))
+    every = _leaves(json.loads(json.dumps(cfg.to_dict(), default=str)))
+    printed = _leaves(restart_fingerprint(cfg))
+    assert every == printed | {k for k in every if k in OUTPUT_INDEPENDENT or k.split(".")[0] in OUTPUT_INDEPENDENT}
+    assert "parallel.cfg_split" in printed and "seed" in printed and "parallel.threads" not in printed
+    job = ["frames=49", "schedule.steps=3", "output.latents=true", "output.video=false", "schedule.guidance=5"]
+    latents = {}
+    for name, extra in (
+        ("t1", ["parallel.threads=1"]),
+        ("t2", ["parallel.threads=2"]),
+        ("cfg", ["parallel.cfg_split=true"]),
+    ):
+        render(tmp_path / name, [*job, *extra])
+        latents[name] = load_latents(tmp_path / name)
+    assert torch.equal(latents["t1"], latents["t2"]), "threads would have to join the fingerprint"
+    assert not torch.equal(latents["t1"], latents["cfg"]), "cfg_split changes the output"
