@@ -16,15 +16,26 @@ from dualpar.threads import choose_threads
 
 @dataclass(frozen=True)
 class StageEstimate:
+    """One stage's peak memory by kind. Weights stay for the run; the text encoder (stage 0, encode phase,
+    unless model.text_encoder_device=cpu) is freed before denoising, so the peak is the weights plus the
+    larger of the two phases. The terms come from dualpar.sim.memory, the performance model's memory model."""
+
     stage: int
     layers: range
     param_bytes: int
     activation_bytes: int
     cache_bytes: int
+    decoder_bytes: int = 0  # stage 0: VAE weights, causal decoder cache, one chunk's working set
+    text_encoder_bytes: int = 0  # stage 0 while it encodes
+    receive_bytes: int = 0  # pre-posted receive buffers
+
+    @property
+    def denoise_bytes(self) -> int:
+        return self.activation_bytes + self.cache_bytes + self.decoder_bytes + self.receive_bytes
 
     @property
     def total_bytes(self) -> int:
-        return self.param_bytes + self.activation_bytes + self.cache_bytes
+        return self.param_bytes + max(self.text_encoder_bytes, self.denoise_bytes)
 
 
 def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
@@ -86,8 +97,26 @@ def estimate_stages(job: JobLayout) -> list[StageEstimate]:
             act += batch * job.av.slots * a_width * elem * (in_flight + 8)
             stored = len(job.av.window(min(1, geo.n_blocks - 1)).store_audio)
             cache += 2 * batch * stored * a_width * elem * len(layers) * 3  # audio self, a2v, v2a
-        out.append(StageEstimate(j, layers, params * elem, act, cache))
+        out.append(StageEstimate(j, layers, params * elem, act, cache, *_stage_extras(job, j, elem, batch * tokens)))
     return out
+
+
+def _stage_extras(job: JobLayout, stage: int, elem: int, rows_tokens: int) -> tuple[int, int, int]:
+    """(decoder, text encoder, receive buffers) bytes of `stage`, by dualpar.sim.memory's terms."""
+    from dualpar.sim.memory import receive_buffer_bytes, streaming_decoder_bytes
+    from dualpar.sim.model import from_model_info
+
+    geo, cfg = job.geometry, job.cfg
+    h, w = job.latent_hw
+    hidden = rows_tokens * job.info.hidden_dim * elem
+    velocity = int(job.info.transformer["out_channels"]) * geo.window_latents * h * w * 4
+    recv = receive_buffer_bytes(stage, len(job.stage_layers), hidden, velocity, job.plan.max_in_flight)
+    if stage != 0:
+        return 0, 0, int(recv)
+    spec = from_model_info(job.info)
+    decoder = streaming_decoder_bytes(cfg.height, cfg.width, spec.vae_params, elem) if cfg.output.video else 0.0
+    text = 0.0 if cfg.model.text_encoder_device == "cpu" else spec.text_encoder_params * elem
+    return int(decoder), int(text), int(recv)
 
 
 def plan_warnings(job: JobLayout) -> list[str]:
@@ -113,7 +142,8 @@ def describe_plan(job: JobLayout) -> str:
         f"passes {len(plan.items)}",
         f"  window: {geo.window_latents} latent frames x {job.tokens_per_frame} tokens/frame, "
         f"batch {len(job.branches)} ({'+'.join(job.branches)})",
-        f"  stages: {stages}, blocks in flight: {plan.max_in_flight}, estimated idle fraction: {idle:.3f}",
+        f"  stages: {stages}, blocks in flight: {plan.max_in_flight}, pipeline bubble {idle:.3f} (the schedule's "
+        "fill and drain alone; with cluster=<preset> the performance model adds costs)",
         f"  threads: {choose_threads(job.cfg).describe()}",
     ]
     if job.av is not None:
@@ -131,39 +161,69 @@ def describe_plan(job: JobLayout) -> str:
             f"  stage {est.stage}: layers {est.layers.start}..{est.layers.stop - 1} "
             f"({len(est.layers)}), memory ~{est.total_bytes / 2**20:.1f} MiB "
             f"(weights {est.param_bytes / 2**20:.1f}, activations {est.activation_bytes / 2**20:.1f}, "
-            f"feature cache {est.cache_bytes / 2**20:.1f})"
+            f"feature cache {est.cache_bytes / 2**20:.1f}, decoder {est.decoder_bytes / 2**20:.1f}, "
+            f"receive buffers {est.receive_bytes / 2**20:.1f}; text encoder {est.text_encoder_bytes / 2**20:.1f} "
+            "before denoising)"
         )
     lines += [f"  warning: {w}" for w in plan_warnings(job)]
     return "\n".join(lines)
 
 
 def describe_cluster_estimate(job: JobLayout) -> str:
-    """The performance model's prediction for this job on `cluster=<preset>`, and the layout it suggests."""
+    """The performance model's prediction for this job on `cluster=<preset>`, and the layout it suggests as
+    overrides that can be pasted onto the same command."""
     from dualpar.sim.cluster import cluster_from_dict
     from dualpar.sim.explore import suggest
-    from dualpar.sim.job import Job
-    from dualpar.sim.model import from_diffusers_config
+    from dualpar.sim.model import from_model_info
     from dualpar.sim.simulate import simulate
 
-    cfg, geo = job.cfg, job.geometry
+    cfg = job.cfg
     cluster = cluster_from_dict(dict(cfg.cluster))
-    model = from_diffusers_config(job.info.transformer, name=job.info.name, text_tokens=job.info.max_sequence_length)
-    split = tuple(len(r) for r in job.stage_layers) if cfg.parallel.split else cfg.parallel.split_mode
-    sim_job = Job(height=cfg.height, width=cfg.width, frames=cfg.frames, steps=job.plan.steps,
-                  block_latents=geo.block_latents, context_latents=geo.context_latents,
-                  left_context=cfg.schedule.left_context, stages=cfg.parallel.stages, split=split,
-                  cfg_split=cfg.parallel.cfg_split, guidance=job.use_cfg, max_inflight=cfg.parallel.max_sends_in_flight,
-                  checkpoint_every=cfg.checkpoint.every)
-    lines = [f"  estimate on {cluster.name} ({cluster.gpus} x {cluster.device.name}):"]
+    model = from_model_info(job.info)  # the model's own text encoder and VAE, not Wan's by default
+    sim_job = sim_job_of(job)
+    lines = [f"  estimate on {cluster.name} ({cluster.gpus} x {cluster.device.name}), performance model:"]
     if sim_job.stages > cluster.gpus:
         lines.append(f"    parallel.stages={sim_job.stages} exceeds the cluster's {cluster.gpus} devices")
     else:
         r = simulate(sim_job, model, cluster).summary()
-        lines.append(f"    latency {r['latency_s']:.1f} s, mean idle {r['idle_fraction_mean']:.3f}, "
-                     f"peak memory per device {r['peak_memory_gib']:.1f} GiB")
+        lines.append(
+            f"    latency {r['latency_s']:.1f} s; idle {r['idle_fraction_mean']:.3f} (mean fraction of the render "
+            "each stage waits: pipeline fill and drain, uneven stages, messages, stage 0's decoding); "
+            f"peak memory per device {r['peak_memory_gib']:.2f} GiB"
+        )
     s = suggest(sim_job, cluster, model, stages=range(1, cluster.gpus + 1))
-    lines.append(f"    suggestion: parallel.stages={s.stages} schedule.block_latents={s.block_latents} "
-                 f"schedule.context_latents={s.context_latents} parallel.split={s.split} "
-                 f"parallel.cfg_split={str(s.cfg_split).lower()} -> {s.latency_s:.1f} s, "
-                 f"{s.peak_memory_gib:.1f} GiB{'' if s.fits else ' (does not fit)'}")
+    lines.append(
+        f"    suggestion: {' '.join(suggested_overrides(s))}  -> {s.latency_s:.1f} s, {s.peak_memory_gib:.2f} GiB "
+        f"per device{'' if s.fits else ' (does not fit)'}"
+    )
+    if s.stages > 1:
+        lines.append(
+            "      (several nodes: torchrun --nproc-per-node <per node> -m dualpar ... launcher=torchrun)"
+        )
     return "\n".join(lines)
+
+
+def sim_job_of(job: JobLayout):
+    """This job as the performance model's Job."""
+    from dualpar.sim.job import Job
+
+    cfg, geo = job.cfg, job.geometry
+    split = tuple(len(r) for r in job.stage_layers) if cfg.parallel.split else cfg.parallel.split_mode
+    return Job(height=cfg.height, width=cfg.width, frames=cfg.frames, steps=job.plan.steps,
+               block_latents=geo.block_latents, context_latents=geo.context_latents,
+               left_context=cfg.schedule.left_context, stages=cfg.parallel.stages, split=split,
+               cfg_split=cfg.parallel.cfg_split, guidance=job.use_cfg, max_inflight=cfg.parallel.max_sends_in_flight,
+               checkpoint_every=cfg.checkpoint.every)
+
+
+def suggested_overrides(s) -> list[str]:
+    """A `dualpar.sim.explore.Suggestion` as key=value overrides, including the launcher several stages need."""
+    out = [f"parallel.stages={s.stages}"]
+    if s.stages > 1:
+        out.append("launcher=spawn")
+    out += [f"schedule.block_latents={s.block_latents}", f"schedule.context_latents={s.context_latents}"]
+    if s.stages > 1:
+        split = str(s.split)
+        out.append(f"parallel.split_mode={split}" if split in ("even", "cost_aware") else f"parallel.split=[{split}]")
+    out.append(f"parallel.cfg_split={str(s.cfg_split).lower()}")
+    return out

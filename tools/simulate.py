@@ -1,10 +1,14 @@
 """Predict a long-video job's latency, idle time and memory with the dualpar performance model.
 
 Usage:
-  python tools/simulate.py --model wan2.1-1.3b --height 480 --width 832 --frames 1025 --steps 50 \
+  python tools/simulate.py --model wan2.1-t2v-1.3b --height 480 --width 832 --frames 1025 --steps 50 \
       --cluster 8x4090 --stages 8 --block-latents 8 --context-latents 8 [--split even|cost_aware|3,4,...] \
       [--cfg-split] [--sweep] [--suggest] [--baselines] [--json out.json] [--trace trace.json]
-  python tools/simulate.py --model tiny --tiny-config transformer/config.json --cluster cpu2 ...
+  python tools/simulate.py --model toyworld --height 32 --width 32 --frames 256 --cluster cpu2 ...
+  python tools/simulate.py --model-path /models/Wan2.1-T2V-1.3B-Diffusers --cluster 8xh100 ...
+
+--model takes the names of `dualpar model=` (wan2.1-t2v-1.3b, wan2.1-t2v-14b, toyworld, tiny, small);
+--model-path reads any diffusers Wan directory's configs (and its text encoder's and VAE's sizes).
   python tools/simulate.py --headline docs/results/simulated.json
   python tools/simulate.py --calibrate report.json --stages 2 --cluster cpu2
 """
@@ -24,7 +28,7 @@ from dualpar.sim.calibrate import calibrate, predict_breakdown  # noqa: E402
 from dualpar.sim.cluster import GIB, load_cluster  # noqa: E402
 from dualpar.sim.explore import plan_warnings, sensitivity, suggest  # noqa: E402
 from dualpar.sim.job import DECODE_POLICIES, Job  # noqa: E402
-from dualpar.sim.model import from_diffusers_config, get_model  # noqa: E402
+from dualpar.sim.model import PRESETS, from_model_info, get_model  # noqa: E402
 from dualpar.sim.predictions import headline  # noqa: E402
 from dualpar.sim.simulate import simulate  # noqa: E402
 from dualpar.sim.trace import chrome_trace  # noqa: E402
@@ -32,10 +36,8 @@ from dualpar.sim.trace import chrome_trace  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--model", default="wan2.1-1.3b", help="wan2.1-1.3b | wan2.1-14b | tiny (with --tiny-config)"
-    )
-    p.add_argument("--tiny-config", help="a WanTransformer3DModel config.json for --model tiny")
+    p.add_argument("--model", default="wan2.1-t2v-1.3b", help="a `dualpar model=` preset name")
+    p.add_argument("--model-path", help="a local diffusers Wan directory (as model.path)")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--frames", type=int, default=1025)
@@ -86,11 +88,16 @@ def build_job(a: argparse.Namespace) -> Job:
 
 
 def build_model(a: argparse.Namespace):
-    if a.model == "tiny":
-        if not a.tiny_config:
-            raise SystemExit("--model tiny needs --tiny-config <WanTransformer3DModel config.json>")
-        return from_diffusers_config(json.loads(Path(a.tiny_config).read_text()))
-    return get_model(a.model)
+    """The same model names (and checkpoint directories) as `dualpar model=... model.path=...`."""
+    if a.model_path is None and a.model in PRESETS:
+        return get_model(a.model)
+    from dualpar.errors import ConfigError
+    from dualpar.models.registry import read_model_info
+
+    try:
+        return from_model_info(read_model_info(a.model, a.model_path, plan_only=True))
+    except ConfigError as err:
+        raise SystemExit(f"simulate: {err}") from None
 
 
 def run(a: argparse.Namespace) -> dict:

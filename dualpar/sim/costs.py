@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from dualpar.plan_split import split_layers
 from dualpar.sim.cluster import ClusterSpec
 from dualpar.sim.job import Job, geometry
-from dualpar.sim.model import VAE_DECODE_FLOPS_PER_PIXEL, ModelSpec
+from dualpar.sim.model import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def flop_costs(job: Job, model: ModelSpec, cluster: ClusterSpec) -> CostModel:
         head_s=model.head_flops(b, geo.q_tokens) / rate,
         guidance_s=guidance_bytes / (cluster.device.mem_bandwidth_gbs * 1e9) if job.guidance else 0.0,
         scheduler_s=cluster.scheduler_s,
-        decode_s_per_latent=VAE_DECODE_FLOPS_PER_PIXEL * pixels_per_latent / vae_rate,
+        decode_s_per_latent=model.decode_flops_per_pixel * pixels_per_latent / vae_rate,
         encode_s=model.text_encode_flops() / (encode_rate(job, cluster)),
         hidden_msg_s=cluster.link.transfer_s(geo.hidden_msg_bytes) if job.stages > 1 else 0.0,
         velocity_msg_s=cluster.link.transfer_s(geo.velocity_msg_bytes) if job.stages > 1 else 0.0,

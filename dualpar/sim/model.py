@@ -71,11 +71,7 @@ class ModelSpec:
     @property
     def head_params(self) -> int:
         """Output norm modulation + projection: lives on the last stage."""
-        return (
-            self.dim * self.out_channels * self.patch_volume
-            + self.out_channels * self.patch_volume
-            + 2 * self.dim
-        )
+        return self.dim * self.out_channels * self.patch_volume + self.out_channels * self.patch_volume + 2 * self.dim
 
     @property
     def total_params(self) -> int:
@@ -101,9 +97,7 @@ class ModelSpec:
         """Patch embedding of the window + time and text condition embedders (once per pass)."""
         d = self.dim
         patch = 2 * q_tokens * self.in_channels * self.patch_volume * d
-        cond = 2 * (self.freq_dim * d + d * d + 6 * d * d) + 2 * self.text_tokens * (
-            self.text_dim * d + d * d
-        )
+        cond = 2 * (self.freq_dim * d + d * d + 6 * d * d) + 2 * self.text_tokens * (self.text_dim * d + d * d)
         return float(batch * (patch + cond + ELEMENTWISE_FLOPS_PER_TOKEN_CHANNEL * q_tokens * d))
 
     def head_flops(self, batch: int, q_tokens: int) -> float:
@@ -112,17 +106,25 @@ class ModelSpec:
         proj = 2 * q_tokens * d * self.out_channels * self.patch_volume
         return float(batch * (proj + ELEMENTWISE_FLOPS_PER_TOKEN_CHANNEL * q_tokens * d))
 
+    @property
+    def decode_flops_per_pixel(self) -> float:
+        """VAE decode FLOPs per output pixel-frame: the Wan VAE's, scaled by this codec's parameter count (a
+        convolutional decoder at a fixed resolution costs about in proportion to its weights; a parameter-free
+        codec such as toyworld's space-to-depth costs nothing)."""
+        return VAE_DECODE_FLOPS_PER_PIXEL * self.vae_params / WAN_VAE_PARAMS
+
     def text_encode_flops(self, prompts: int = 2) -> float:
         return 2.0 * self.text_encoder_params * self.text_tokens * prompts
 
 
-WAN21_1_3B = ModelSpec(name="wan2.1-1.3b", num_layers=30, dim=1536, heads=12, ffn_dim=8960)
-WAN21_14B = ModelSpec(name="wan2.1-14b", num_layers=40, dim=5120, heads=40, ffn_dim=13824)
+# Named like the `dualpar model=` presets.
+WAN21_1_3B = ModelSpec(name="wan2.1-t2v-1.3b", num_layers=30, dim=1536, heads=12, ffn_dim=8960)
+WAN21_14B = ModelSpec(name="wan2.1-t2v-14b", num_layers=40, dim=5120, heads=40, ffn_dim=13824)
 PRESETS: dict[str, ModelSpec] = {m.name: m for m in (WAN21_1_3B, WAN21_14B)}
 
 
 def get_model(name: str) -> ModelSpec:
-    """A preset by name (`wan2.1-1.3b`, `wan2.1-14b`)."""
+    """A preset by its `dualpar model=` name (`wan2.1-t2v-1.3b`, `wan2.1-t2v-14b`)."""
     key = name.lower()
     if key not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
@@ -157,3 +159,45 @@ def from_diffusers_config(
         text_encoder_params=text_encoder_params,
         vae_params=vae_params,
     )
+
+
+def from_model_info(info: Any) -> ModelSpec:
+    """ModelSpec of a `dualpar.models.registry.ModelInfo`: the transformer's config, and the parameters of the
+    model's own text encoder and VAE (counted from the weight files' headers, or from the built-in presets'
+    configs); only a Wan preset planned without its directory falls back to the published UMT5-XXL and Wan
+    VAE sizes."""
+    return from_diffusers_config(
+        info.transformer,
+        name=info.name,
+        text_tokens=info.max_sequence_length,
+        text_encoder_params=_component_params(info, "text_encoder", UMT5_XXL_ENCODER_PARAMS),
+        vae_params=_component_params(info, "vae", WAN_VAE_PARAMS),
+    )
+
+
+def _component_params(info: Any, folder: str, published: float) -> float:
+    if info.path is not None:
+        return float(safetensors_numel(info.path / folder))
+    if info.init_seed is not None:  # tiny / small: components built from their configs
+        import torch
+
+        from dualpar.models import loader
+
+        with torch.device("meta"):
+            module = loader.builtin_text_parts(info)[1] if folder == "text_encoder" else loader.builtin_vae(info)
+        return float(sum(p.numel() for p in module.parameters()))
+    return published
+
+
+def safetensors_numel(folder: Any) -> int:
+    """Elements of every tensor in a folder's .safetensors files, read from their headers (no weights)."""
+    import json
+    import math
+    from pathlib import Path
+
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    return total

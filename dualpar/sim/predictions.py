@@ -20,10 +20,10 @@ from dualpar.sim.model import get_model
 from dualpar.sim.simulate import simulate
 
 SCENARIOS = (
-    ("wan2.1-1.3b", 480, 832, "8x4090"),
-    ("wan2.1-1.3b", 480, 832, "8xh100"),
-    ("wan2.1-14b", 720, 1280, "8x4090"),
-    ("wan2.1-14b", 720, 1280, "8xh100"),
+    ("wan2.1-t2v-1.3b", 480, 832, "8x4090"),
+    ("wan2.1-t2v-1.3b", 480, 832, "8xh100"),
+    ("wan2.1-t2v-14b", 720, 1280, "8x4090"),
+    ("wan2.1-t2v-14b", 720, 1280, "8xh100"),
 )
 
 

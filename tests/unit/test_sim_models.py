@@ -21,7 +21,7 @@ def test_presets_match_the_checked_parameter_counts() -> None:
     assert WAN21_1_3B.layer_params == pytest.approx(46.4e6, rel=2e-3)
     assert WAN21_14B.total_params == pytest.approx(14.29e9, rel=2e-3)
     assert WAN21_14B.layer_params == pytest.approx(351e6, rel=2e-3)
-    assert get_model("Wan2.1-14B") is WAN21_14B
+    assert get_model("Wan2.1-T2V-14B") is WAN21_14B
     with pytest.raises(ValueError):
         get_model("wan9")
 
