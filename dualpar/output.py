@@ -3,7 +3,9 @@
 Frame accounting lives here: the codec decodes every latent the blocks own, and the writer keeps exactly the
 `frames` the user asked for. Nothing holds more than one block of frames at a time. `state()` is everything a
 checkpoint needs to continue the outputs (decoder cache, sink progress, latents prefix, preview frames);
-`OutputWriter(..., resume=state)` picks them up again with no frame lost or written twice.
+`OutputWriter(..., resume=state)` picks them up again with no frame lost or written twice. Finishing is
+idempotent: `close()` renames the latents and joins the video but keeps the segments, so a crash anywhere
+before the checkpoints are cleared resumes and finishes again; `discard_parts()` comes last.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from dualpar.sinks.preview import PreviewCollector
 class OutputWriter:
     """Decodes finished blocks and feeds the mp4, preview and latents sinks of one job."""
 
-    def __init__(self, job: JobLayout, codec, out_dir: Path, resume: dict[str, Any] | None = None,
-                 audio_codec=None):
+    def __init__(self, job: JobLayout, codec, out_dir: Path, resume: dict[str, Any] | None = None, audio_codec=None):
         self.job = job
         self.out_dir = out_dir
         out = job.cfg.output
@@ -42,8 +43,10 @@ class OutputWriter:
                 if audio_codec is None:
                     raise ValueError("an av job's output needs its audio codec")
                 self.track = AudioTrack(audio_codec, job.av.grid, job.frames)
-                size |= {"audio": AudioSpec(job.av.codec.sample_rate, job.av.codec.channels),
-                         "write_wav": job.av.audio.wav}
+                size |= {
+                    "audio": AudioSpec(job.av.codec.sample_rate, job.av.codec.channels),
+                    "write_wav": job.av.audio.wav,
+                }
             if resume is None:
                 self.sink = Mp4SegmentSink(out_dir, **size)
             else:
@@ -110,12 +113,17 @@ class OutputWriter:
         if self.latents is not None:
             paths["latents"] = str(self.latents.close())
         if self.sink is not None:
-            paths["video"] = str(self.sink.close())
+            paths["video"] = str(self.sink.close(keep_parts=True))  # see discard_parts
             if self.track is not None and self.job.av is not None and self.job.av.audio.wav:
                 paths["audio"] = str(self.out_dir / "audio.wav")
             if self.preview is not None:
                 paths["preview"] = str(self.preview.save(self.out_dir / "preview.png"))
         return paths
+
+    def discard_parts(self) -> None:
+        """After the job's checkpoints are gone: the video segments can no longer be resumed from."""
+        if self.sink is not None:
+            self.sink.discard_parts()
 
 
 def decoder_state(decoder) -> Any:

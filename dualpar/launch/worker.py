@@ -211,8 +211,7 @@ def _run_stage0(run: RankRun, engine: PipelineEngine, scheduler, ref: Checkpoint
         result = engine.run_stage0(queue, writer, progress, result)
     render_s = time.time() - t0
     t0 = time.time()
-    paths = writer.close()
-    ckpt.finish()
+    paths = writer.close()  # idempotent: a crash from here to discard_parts resumes and finishes again
     close_s = time.time() - t0
     t0 = time.time()
     stages = _gather(run, stage_stats(engine) | startup)
@@ -224,7 +223,10 @@ def _run_stage0(run: RankRun, engine: PipelineEngine, scheduler, ref: Checkpoint
     facts.samples_written = writer.samples_written if job.av is not None else None
     facts.resumed_from = ref.iteration if ref is not None else None
     facts.render_started_at, facts.checkpoint = t0, ckpt.stats
-    return write_report(out_dir, facts)
+    report = write_report(out_dir, facts)
+    ckpt.finish()  # complete: only now may the checkpoints and then the segments go (issue 12.4)
+    writer.discard_parts()
+    return report
 
 
 def _block_queue(job: JobLayout, scheduler, device: torch.device) -> BlockQueue:

@@ -39,7 +39,8 @@ class LatentsWriter:
     """Writes `latents` [B, C, F, h, w] float32 to a safetensors file frame block by frame block.
 
     `resume_frames=n` reopens an existing `.tmp` file of the same shape after a crash and counts frames
-    [0, n) as already written (take n from the checkpoint, e.g. `written_prefix` at checkpoint time).
+    [0, n) as already written (take n from the checkpoint, e.g. `written_prefix` at checkpoint time). A crash
+    after `close()` renamed the file is resumed the same way: the final file is moved back to `.tmp`.
     """
 
     def __init__(
@@ -71,6 +72,9 @@ class LatentsWriter:
         self.closed = False
 
     def _reopen(self, header: bytes) -> None:
+        if not self.tmp_path.is_file() and self.path.is_file():
+            # close() renamed it before a crash later in finishing: the file is complete, continue in it
+            os.replace(self.path, self.tmp_path)
         if not self.tmp_path.is_file():
             raise FileNotFoundError(
                 f"resume_frames needs {self.tmp_path} from the crashed run; pass resume_frames=0 to restart"
@@ -78,9 +82,7 @@ class LatentsWriter:
         self._fd = os.open(self.tmp_path, os.O_RDWR)
         if os.pread(self._fd, len(header), 0) != header or os.fstat(self._fd).st_size != self.size:
             os.close(self._fd)
-            raise ValueError(
-                f"{self.tmp_path} has another shape or metadata; pass resume_frames=0 to start over"
-            )
+            raise ValueError(f"{self.tmp_path} has another shape or metadata; pass resume_frames=0 to start over")
 
     def _preallocate(self) -> None:
         # Reserve the blocks now so a full disk fails at the start, not hours into a render.
@@ -111,9 +113,7 @@ class LatentsWriter:
         block_BCFHW = np.ascontiguousarray(latents_BCFHW, dtype=_DTYPE)
         b, c, f_total, h, w = self.shape
         if block_BCFHW.ndim != 5 or block_BCFHW.shape[:2] != (b, c) or block_BCFHW.shape[3:] != (h, w):
-            raise ValueError(
-                f"latents_BCFHW must have shape [{b}, {c}, F, {h}, {w}], got {block_BCFHW.shape}"
-            )
+            raise ValueError(f"latents_BCFHW must have shape [{b}, {c}, F, {h}, {w}], got {block_BCFHW.shape}")
         frames = block_BCFHW.shape[2]
         if start_frame < 0 or start_frame + frames > f_total:
             raise ValueError(

@@ -185,9 +185,7 @@ class Mp4SegmentSink:
 
     # ------------------------------------------------------------------ writing
 
-    def write_block(
-        self, block_index: int, frames_FHWC: np.ndarray, audio_CS: np.ndarray | None = None
-    ) -> None:
+    def write_block(self, block_index: int, frames_FHWC: np.ndarray, audio_CS: np.ndarray | None = None) -> None:
         """Encode one block into its own closed segment; frames past `total_frames` are dropped."""
         if self.closed:
             raise RuntimeError(f"{self.cfg.name}: write_block after close()")
@@ -204,9 +202,7 @@ class Mp4SegmentSink:
             keep_samples = min(audio_CS.shape[1], self.target_samples - self.samples_written)
         # Audio first: a video segment on disk means its block is complete.
         if keep_samples > 0:
-            with WavWriter(
-                self._audio_path(block_index), self.cfg.audio.sample_rate, self.cfg.audio.channels
-            ) as w:
+            with WavWriter(self._audio_path(block_index), self.cfg.audio.sample_rate, self.cfg.audio.channels) as w:
                 w.write(audio_CS[:, :keep_samples])
         if keep_frames > 0:
             self._encode_segment(self._video_path(block_index), frames_FHWC[:keep_frames])
@@ -220,9 +216,7 @@ class Mp4SegmentSink:
         frames_FHWC = np.asarray(frames_FHWC)
         want = (self.cfg.height, self.cfg.width, 3)
         if frames_FHWC.ndim != 4 or frames_FHWC.shape[1:] != want:
-            raise ValueError(
-                f"frames_FHWC must have shape [F, {want[0]}, {want[1]}, 3], got {frames_FHWC.shape}"
-            )
+            raise ValueError(f"frames_FHWC must have shape [F, {want[0]}, {want[1]}, 3], got {frames_FHWC.shape}")
         if frames_FHWC.dtype != np.uint8:
             raise ValueError(
                 f"frames_FHWC must be uint8, got {frames_FHWC.dtype}; "
@@ -290,22 +284,16 @@ class Mp4SegmentSink:
         duplicates. Keyword arguments (e.g. `total_frames=...`) are checked against the stored configuration.
         """
         if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"state version must be {STATE_VERSION}, got {state.get('version')}; not a sink state"
-            )
+            raise ValueError(f"state version must be {STATE_VERSION}, got {state.get('version')}; not a sink state")
         cfg = _Config.from_json(state["config"])
         for key, value in expected.items():
             if key not in cfg.to_json():
                 raise ValueError(f"resume got unknown argument {key!r}; known: {sorted(cfg.to_json())}")
             stored = getattr(cfg, key)
             if (Fraction(value) if key == "fps" else value) != stored:
-                raise ValueError(
-                    f"{key}={value!r} differs from the checkpoint's {stored!r}; resume the same video"
-                )
+                raise ValueError(f"{key}={value!r} differs from the checkpoint's {stored!r}; resume the same video")
         segments = [_Segment(s["block"], s["frames"], s["samples"]) for s in state["segments"]]
-        progress = _Progress(
-            state["blocks_written"], state["frames_written"], state["samples_written"], segments
-        )
+        progress = _Progress(state["blocks_written"], state["frames_written"], state["samples_written"], segments)
         sink = cls.__new__(cls)
         sink._attach(Path(out_dir), cfg, progress)
         sink._prune_to_state()
@@ -331,8 +319,10 @@ class Mp4SegmentSink:
 
     # ------------------------------------------------------------------ finishing
 
-    def close(self, allow_partial: bool = False) -> Path:
-        """Join the segments into `out_dir/name` (stream copy, AAC encoded once); delete the parts folder."""
+    def close(self, allow_partial: bool = False, keep_parts: bool = False) -> Path:
+        """Join the segments into `out_dir/name` (stream copy, AAC encoded once); delete the parts folder
+        unless `keep_parts` (a checkpointed render keeps them until its checkpoints are gone, so a crash
+        anywhere in finishing resumes and joins again; then `discard_parts`)."""
         final = self.out_dir / self.cfg.name
         if self.closed:
             return final
@@ -363,9 +353,14 @@ class Mp4SegmentSink:
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, final)
-        shutil.rmtree(self.parts_dir)
+        if not keep_parts:
+            self.discard_parts()
         self.closed = True
         return final
+
+    def discard_parts(self) -> None:
+        """Delete the segments folder (after `close()`, once nothing can resume from them)."""
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
 
     def __enter__(self) -> Mp4SegmentSink:
         return self
