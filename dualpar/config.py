@@ -106,7 +106,6 @@ class RayConfig:
     gpus_per_stage: float | None = None  # GPUs per stage actor (null: 1 if the cluster has GPUs and
     # model.device is not cpu, else 0)
     placement: str = "auto"  # auto (STRICT_PACK if one node fits every stage, else PACK) | STRICT_PACK | PACK
-    rendezvous: str = "auto"  # auto (file:// when every stage is on the driver's node, else env://) | file | env
     max_restarts: int = 2  # times a failed group is torn down and restarted from the last checkpoint
     ready_timeout_s: float = 600.0  # wait this long for the placement group (every stage's resources)
 

@@ -6,7 +6,9 @@ driver admits jobs in order while the cluster's free resources hold their whole 
 small job may overtake a large one that does not fit yet), runs each through `RayRun` in its own thread (Ray's
 API is thread-safe; tensors never pass through the driver), prints a status line whenever a job changes state
 and a progress line now and then, and keeps `driver_report.json` current. Jobs are independent: every job's
-outputs equal running it alone (same config, same seed).
+outputs equal running it alone (same config, same seed). Capacity is that of the nodes alive now: when a node
+is lost, its jobs' groups restart on the others (`RayRun`), and a queued job that no longer fits waits for
+capacity to return instead of failing (only a job larger than the cluster ever was fails at once).
 """
 
 from __future__ import annotations
@@ -140,12 +142,13 @@ class JobDriver:
         self.emit = emit
         self._last_status = 0.0
         self._stopping = False
+        self._shrunk: set[str] = set()  # queued jobs told that they wait for a lost node's capacity
         self._lock = threading.Lock()  # job threads and the main loop both update the report
 
     def run(self) -> int:
         import ray
 
-        self.total = {k: float(v) for k, v in ray.cluster_resources().items()}
+        self.total = self.peak = {k: float(v) for k, v in ray.cluster_resources().items()}
         try:
             while any(j.status in ("queued", "running") for j in self.jobs):
                 self._admit()
@@ -164,16 +167,30 @@ class JobDriver:
 
         if self._stopping:
             return
+        self._refresh_capacity()
         for job in self.jobs:
             if job.status != "queued":
                 continue
             job.run = job.run or RayRun(job.cfg)
             demand = job.run.demand()
+            if any(v > self.peak.get(k, 0.0) + _EPS for k, v in demand.items()):
+                self._set(job, "failed", f"needs {demand} but the cluster has {self.peak}; it can never run")
+                continue
             if any(v > self.total.get(k, 0.0) + _EPS for k, v in demand.items()):
-                self._set(job, "failed", f"needs {demand} but the cluster has {self.total}; it can never run")
+                if job.name not in self._shrunk:  # it fitted before a node left: wait for capacity to return
+                    self._shrunk.add(job.name)
+                    self.emit(f"[driver] {job.name}: waiting: needs {demand}, the cluster has {self.total} now")
                 continue
             if self._fits(demand):
                 self._start(job)
+
+    def _refresh_capacity(self) -> None:
+        """Capacity follows the nodes alive now (a lost node shrinks it, a new one grows it); `peak` is the
+        largest seen, which decides whether a job can ever run."""
+        import ray
+
+        self.total = {k: float(v) for k, v in ray.cluster_resources().items()}
+        self.peak = {k: max(self.peak.get(k, 0.0), self.total.get(k, 0.0)) for k in self.peak | self.total}
 
     def _fits(self, demand: dict[str, float]) -> bool:
         used: dict[str, float] = {}

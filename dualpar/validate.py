@@ -431,8 +431,6 @@ def _check_ray(cfg: EngineConfig) -> None:
     r = cfg.ray
     if r.placement not in RAY_PLACEMENTS:
         raise ConfigError("ray.placement", f"is {r.placement!r}", f"use one of {', '.join(RAY_PLACEMENTS)}")
-    if r.rendezvous not in ("auto", "file", "env"):
-        raise ConfigError("ray.rendezvous", f"is {r.rendezvous!r}", "use auto, file or env")
     if r.max_restarts < 0:
         raise ConfigError("ray.max_restarts", f"is {r.max_restarts}", "use 0 (no restarts) or more")
     for key in ("cpus_per_stage", "gpus_per_stage"):

@@ -3,19 +3,18 @@
 Ray does placement and liveness; tensors still travel over torch.distributed between the actors (FACTS.md: Ray's
 object store is 15x slower than gloo for hidden states, and Compiled Graph teardown can hang). Each actor runs
 the same `worker_main` as every other launcher. The driver side here picks per-stage resources, packs the group
-(STRICT_PACK when one node holds every stage, else PACK), sets up the rendezvous (file:// in a local tmp dir
-when every stage runs on this node, else env:// with MASTER_ADDR/PORT taken from rank 0's node), and watches
-the run calls with `ray.wait`. When any worker dies (a killed process, a lost node) the group is torn down and
-started again with `resume=auto` (validated again, as every start is), up to `ray.max_restarts` times; the
-output equals an uninterrupted run. The driver process holds the job's directory lock throughout.
+(STRICT_PACK when one node holds every stage, else PACK), sets up the rendezvous (env:// with MASTER_ADDR/PORT
+taken from rank 0's node: nothing assumes the stages share a host or a directory), and watches the run calls
+with `ray.wait`. When any worker dies (a killed process, a lost node) the group is torn down and started again
+with `resume=auto` (validated again, as every start is), up to `ray.max_restarts` times, packed anew on the
+nodes still alive (its placement group waits, up to `ray.ready_timeout_s`, until they have room); the output
+equals an uninterrupted run. The driver process holds the job's directory lock throughout.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,19 +106,16 @@ def _strategy(cfg: EngineConfig, bundle: dict[str, float]) -> str:
 
 @dataclass
 class _Group:
-    """One attempt's placement group, actors and rendezvous directory."""
+    """One attempt's placement group and actors."""
 
     pg: Any
     actors: list
     ips: list[str]
-    rdzv_dir: str | None = None
 
     def teardown(self) -> None:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         remove_placement_group(self.pg)
-        if self.rdzv_dir:
-            shutil.rmtree(self.rdzv_dir, ignore_errors=True)
 
 
 class RayRun:
@@ -173,6 +169,7 @@ class RayRun:
 
     def _start_group(self, cfg: EngineConfig, attempt: dict[str, Any]) -> _Group:
         n = cfg.parallel.stages
+        self.strategy = _strategy(cfg, self.bundle)  # a restart packs onto the nodes alive now
         pg = placement_group([dict(self.bundle) for _ in range(n)], strategy=self.strategy)
         try:
             ray.get(pg.ready(), timeout=cfg.ray.ready_timeout_s)
@@ -202,19 +199,13 @@ class RayRun:
         attempt["nodes"] = sorted(set(ips))
         return _Group(pg, actors, ips)
 
-    def _rendezvous(self, group: _Group, cfg: EngineConfig) -> tuple[str, dict[str, str]]:
-        ips = group.ips
-        mode = cfg.ray.rendezvous
-        if mode == "auto":
-            mode = "file" if set(ips) == {ray.util.get_node_ip_address()} else "env"
-        if mode == "file":
-            group.rdzv_dir = tempfile.mkdtemp(prefix="dualpar-rdzv-")
-            return f"file://{group.rdzv_dir}/rendezvous", {}
+    def _rendezvous(self, group: _Group) -> tuple[str, dict[str, str]]:
+        """Rank 0 hosts the store on its own node: every rank reaches it by address, wherever it runs."""
         port = ray.get(group.actors[0].free_port.remote())
-        return "env://", {"MASTER_ADDR": ips[0], "MASTER_PORT": str(port)}
+        return "env://", {"MASTER_ADDR": group.ips[0], "MASTER_PORT": str(port)}
 
     def _watch(self, group: _Group, cfg: EngineConfig) -> tuple[dict | None, BaseException | None]:
-        init, env = self._rendezvous(group, cfg)
+        init, env = self._rendezvous(group)
         n = len(group.actors)
         refs = [a.run.remote(WorkerContext(r, n, 0, init), cfg, env) for r, a in enumerate(group.actors)]
         report, pending = None, list(refs)
