@@ -85,10 +85,10 @@ class ControlPlane:
 
     def close(self, done: bool) -> None:
         """Stop the watchdog; `done`: this rank finished its part (peers stop watching it)."""
+        self._stop.set()  # first: once a finished peer hosting the store leaves, store errors mean nothing
         if done:
             with suppress(RuntimeError):
                 self.store.set(self._done_key(self.rank), "1")
-        self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5 * self.interval_s + 1)
 

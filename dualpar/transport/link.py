@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from dualpar.config import EngineConfig
+from dualpar.errors import ConfigError
 from dualpar.topology import WorkerContext
 from dualpar.transport.control import ControlPlane
 from dualpar.transport.torch_p2p import TorchP2PTransport
@@ -63,6 +64,14 @@ def connect(ctx: WorkerContext, cfg: EngineConfig, device: torch.device) -> Link
         return None
     if dist.is_initialized():
         raise RuntimeError("a process group already exists in this process; dualpar creates its own")
+    backend = data_backend(cfg, device)
+    if backend == "nccl" and ctx.local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            "parallel.transport",
+            f"is direct, but local rank {ctx.local_rank} has no GPU of its own ({torch.cuda.device_count()} "
+            "visible) and NCCL refuses two ranks on one GPU",
+            "use parallel.transport=host_staged to share GPUs, or at most one stage per GPU on each node",
+        )
     timeout = timedelta(seconds=backstop_s(cfg.parallel.timeout_s))
     store = rendezvous_store(ctx, timeout)
     dist.init_process_group(
@@ -70,7 +79,6 @@ def connect(ctx: WorkerContext, cfg: EngineConfig, device: torch.device) -> Link
     )
     control = ControlPlane(dist.PrefixStore("control/", store), ctx.rank, ctx.world_size, cfg.parallel.timeout_s)
     control.start()
-    backend = data_backend(cfg, device)
     send, recv = direction_groups(ctx, backend, timeout)
     transport = TorchP2PTransport(
         ctx.rank,

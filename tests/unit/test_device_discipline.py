@@ -200,3 +200,19 @@ def test_worker_binds_the_device_before_connecting(monkeypatch):
     with pytest.raises(Stop):
         worker.worker_main(WorkerContext(1, 2, 1, "file:///nonexistent"), cfg)
     assert calls == ["bind 1", "connect"]
+
+
+def test_two_ranks_on_one_gpu_need_the_host_staged_transport(monkeypatch):
+    from dualpar.config import EngineConfig, ParallelConfig
+    from dualpar.errors import ConfigError
+    from dualpar.topology import WorkerContext
+    from dualpar.transport.link import connect, data_backend
+
+    _FakeCuda(count=1).install(monkeypatch)
+    direct = EngineConfig(parallel=ParallelConfig(stages=2))
+    staged = EngineConfig(parallel=ParallelConfig(stages=2, transport="host_staged"))
+    gpu = torch.device("cuda", 0)
+    assert data_backend(direct, gpu) == "nccl" and data_backend(staged, gpu) == "gloo"
+    assert data_backend(direct, torch.device("cpu")) == "gloo"
+    with pytest.raises(ConfigError, match="parallel.transport.*host_staged"):
+        connect(WorkerContext(1, 2, 1, "file:///nonexistent"), direct, gpu)  # before any rendezvous
