@@ -38,17 +38,19 @@ class RenderResult:
 
 
 def render(
-    config: Sequence[str] | Mapping[str, Any] | None = None, /, *, log: TextIO | None = sys.stderr, **overrides: Any
+    config: Sequence[str] | Mapping[str, Any] | None = None, /, *, log: TextIO | None | str = "stderr", **overrides: Any
 ) -> RenderResult:
     """Render a job. `config`: "key=value" strings exactly as on the command line, or a mapping of dotted keys
     to Python values; keyword arguments add Python values (a dict value sets that section's keys:
-    `parallel={"stages": 2}`). The plan and progress go to `log` (None: print nothing but progress, which
-    `output.progress=false` turns off). Raises ConfigError for a bad option, PeerError for a failed pipeline."""
+    `parallel={"stages": 2}`). The plan goes to `log` (default: sys.stderr at the time of the call; None: not
+    printed); progress goes to stderr unless `output.progress=false`. Raises ConfigError for a bad option
+    (its text is the CLI's message), PeerError for a failed pipeline."""
     return render_config(compose(to_overrides(config, overrides)), log=log)
 
 
-def render_config(raw: Mapping[str, Any], log: TextIO | None = sys.stderr) -> RenderResult:
+def render_config(raw: Mapping[str, Any], log: TextIO | None | str = "stderr") -> RenderResult:
     """Validate a composed config mapping, print its plan and run it."""
+    log = sys.stderr if log == "stderr" else log
     cfg, job = prepare(raw)
     plan = plan_text(job)
     if log is not None and _is_rank0(cfg):

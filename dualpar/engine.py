@@ -68,6 +68,7 @@ class PipelineEngine:
         self.timeline = timeline
         self.hooks = IterationHooks()
         self.start_iteration = 0  # resume: every rank starts at the same iteration boundary
+        self.progress: Progress | None = None  # stage 0: told of every applied pass
 
     # ---- stages 1 .. N-1 -------------------------------------------------------------------------
     def run_relay(self) -> None:
@@ -105,6 +106,8 @@ class PipelineEngine:
         pending: deque[WorkItem] = deque()
         # Every pass before the start iteration has been applied (a resumed queue holds its results).
         applied = [self._first_order(self.start_iteration) - 1]
+        self.progress = progress
+        progress.start(len(plan.items), applied[0] + 1, self.start_iteration)
         # Finished blocks are retired (decoded, written) once their last pass has come back, not at the
         # iteration start: waiting there would drain the pipeline once per iteration.
         due: deque[int] = deque()
@@ -135,6 +138,7 @@ class PipelineEngine:
                     with self.timeline.span("scheduler", item.order):
                         queue.apply(item, out)
                     applied[0] = item.order
+                    progress.pass_done()
                 else:
                     pending.append(item)
             result.denoise_s += time.perf_counter() - t_iter
@@ -189,6 +193,8 @@ class PipelineEngine:
             with self.timeline.span("scheduler", item.order):
                 queue.apply(item, self.runner.unpad_output(item, out))
             applied[0] = item.order
+            if self.progress is not None:
+                self.progress.pass_done()
 
     def _drain(self, queue: BlockQueue, pending: deque, applied: list[int]) -> None:
         if pending:
