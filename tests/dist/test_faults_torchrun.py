@@ -15,7 +15,14 @@ import torch
 
 from dualpar.testing.jobs import load_latents, render
 
-BASE = ["frames=49", "schedule.steps=3", "output.latents=true", "parallel.threads=1", "parallel.timeout_s=60"]
+BASE = [
+    "model=tiny",
+    "frames=49",
+    "schedule.steps=3",
+    "output.latents=true",
+    "parallel.threads=1",
+    "parallel.timeout_s=60",
+]
 
 
 @pytest.mark.timeout(300)
