@@ -1,6 +1,11 @@
 """Measure fault handling and checkpoint cost; writes docs/results/faults.json.
 
     python tools/bench_faults.py [--model tiny] [--frames 49] [--steps 3] [--repeats 3] [--out PATH]
+    python tools/bench_faults.py --catalogue [--jobs 2]   # bad inputs through the real CLI -> faults_catalogue.json
+
+- catalogue: every case runs the real `dualpar` command in a fresh output directory and records the exit code,
+  the message, whether any traceback appeared and whether anything was created (target: exit 2, a message
+  naming the key, no traceback, nothing created);
 
 - checkpoint cost: the same job with checkpoint.every=0 and =1, one process and two spawned stages; overhead per
   iteration = (best render time with a checkpoint every iteration - best without) / iterations, beside the
@@ -106,6 +111,118 @@ def ray_fault(tmp: Path, base: list[str]) -> dict:
     }
 
 
+_BAD_VALUES = {
+    "frames": ["abc", "1.5", "", "true", "0", "-5", "1000000000", "[1,2]", "null_x"],
+    "seed": ["abc", "1.5", "2**70", "1180591620717411303424", "-1", "true", "[1]"],
+    "height": ["100", "0", "-16", "abc", "65536", "1.5"],
+    "width": ["72", "0", "abc", "65536"],
+    "schedule.steps": ["0", "-1", "abc", "2.5"],
+    "schedule.block_latents": ["0", "abc"],
+    "schedule.context_latents": ["-1", "9"],
+    "schedule.guidance": ["nan", "inf", "-1", "abc", "true"],
+    "schedule.left_context": ["behind", "1"],
+    "schedule.flow_shift": ["abc", "nan"],
+    "schedule.feature_cache": ["maybe", "2"],
+    "parallel.stages": ["0", "abc", "99"],
+    "parallel.threads": ["-1", "0", "abc", "1.5"],
+    "parallel.timeout_s": ["0", "-3", "abc", "nan"],
+    "parallel.max_sends_in_flight": ["0", "abc"],
+    "parallel.split_mode": ["random"],
+    "parallel.cfg_split": ["perhaps"],
+    "output.dir": ["''"],
+    "output.video": ["maybe"],
+    "output.latents": ["2"],
+    "output.fps": ["0", "abc", "-24"],
+    "output.overwrite": ["yes_please"],
+    "checkpoint.every": ["-1", "abc"],
+    "checkpoint.keep": ["0", "abc"],
+    "resume": ["maybe", "1.5"],
+    "launcher": ["mpi", "torchrun"],
+    "model": ["nope", "wan2.1-t2v-1.3b"],
+    "model.dtype": ["float8", "1"],
+    "model.device": ["tpu", "cuda"],
+    "model.path": ["/nonexistent/model"],
+    "prompt": ["[]", "''", "5", "[{frame:x,text:a}]", "[{frame:5,text:a}]", "[{text:a}]"],
+    "ray.placement": ["ANYWHERE"],
+    "ray.max_restarts": ["-1"],
+    "ray.rendezvous": ["carrier_pigeon"],
+    "debug.kill_rank": ["5"],
+    "debug.stall_rank": ["1"],
+}
+_OTHER_CASES = [
+    ["+seeed=1"],
+    ["seeed=1"],
+    ["+parallel.stagez=2"],
+    ["parallel.stagez=2"],
+    ["+output.dri=x"],
+    ["frames=["],
+    ["model=tinyy"],
+    ["job=movie"],
+    ["attention=fancy"],
+    ["cluster=moon"],
+    ["--frobnicate"],
+    ["frames"],
+    ["parallel.stages=2"],
+    ["parallel.stages=2", "launcher=spawn", "parallel.split=[1,2]"],
+    ["parallel.stages=2", "launcher=spawn", "parallel.split=[1,a]"],
+    ["schedule.block_latents=2", "schedule.context_latents=3"],
+    ["output.video=false", "output.latents=false"],
+    ["resume=true"],
+    ["job=av", "audio.codec=opus"],
+    ["job=av", "+audio.gain=2"],
+    ["+audio.guidance=2"],
+    ["debug.kill_rank=0"],
+    ["debug.kill_rank=0", "debug.kill_at_iteration=99"],
+]
+
+
+def catalogue_cases() -> list[list[str]]:
+    cases = [[f"{key}={value}"] for key, values in _BAD_VALUES.items() for value in values]
+    return cases + _OTHER_CASES
+
+
+def _catalogue_one(tmp: Path, index: int, overrides: list[str]) -> dict:
+    import subprocess
+
+    out = tmp / f"case{index}"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # model.device=cuda must be refused the same way on any machine
+    args = ["model=tiny", f"output.dir={out}", f"checkpoint.dir={out}/checkpoint", *overrides]
+    if any(o.startswith(("model=", "model.path=")) for o in overrides):
+        args = args[1:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dualpar.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("dualpar: error")] or [
+        proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    ]
+    return {
+        "input": " ".join(overrides),
+        "exit": proc.returncode,
+        "message": lines[0][:400],
+        "traceback": "Traceback" in proc.stderr,
+        "created": out.exists(),
+    }
+
+
+def catalogue(out_path: Path, jobs: int) -> list[dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = catalogue_cases()
+    with tempfile.TemporaryDirectory(prefix="dualpar-catalogue-") as tmp, ThreadPoolExecutor(jobs) as pool:
+        rows = list(pool.map(lambda ic: _catalogue_one(Path(tmp), *ic), enumerate(cases)))
+    summary = {
+        "cases": len(rows),
+        "exit_2": sum(r["exit"] == 2 for r in rows),
+        "tracebacks": sum(r["traceback"] for r in rows),
+        "created_something": sum(r["created"] for r in rows),
+    }
+    out_path.write_text(json.dumps({"summary": summary, "cases": rows}, indent=1) + "\n")
+    print(json.dumps(summary))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
@@ -113,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("docs/results/faults.json"))
+    parser.add_argument("--catalogue", action="store_true", help="run the bad-input catalogue instead")
+    parser.add_argument("--jobs", type=int, default=2, help="catalogue cases run at once")
     args = parser.parse_args(argv)
+    if args.catalogue:
+        catalogue(args.out.with_name("faults_catalogue.json"), args.jobs)
+        return 0
     torch.set_num_threads(1)
     base = [f"model={args.model}", f"frames={args.frames}", f"schedule.steps={args.steps}", "parallel.threads=1"]
     base += ["output.latents=true", "parallel.timeout_s=60"]
