@@ -55,8 +55,8 @@ def show(value: Any) -> str:
 def flat_keys(raw: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every leaf of a composed config; `cluster` (a preset's numbers) stays one key."""
     for key, value in raw.items():
-        if isinstance(value, Mapping) and value and key != "cluster":
-            yield from flat_keys(value, f"{prefix}{key}.")
+        if isinstance(value, Mapping) and key != "cluster":
+            yield from flat_keys(value, f"{prefix}{key}.")  # an empty section (audio without job=av) has none
         elif key != "hydra":
             yield prefix + key, value
 
@@ -153,12 +153,12 @@ def readme_blocks() -> dict[str, str]:
     return blocks
 
 
-MARKER = re.compile(r"(<!-- reference:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(\n<!-- /reference:(?P=name) -->)", re.S)
+MARKER = re.compile(r"(<!-- reference:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /reference:(?P=name) -->)", re.S)
 
 
 def readme_tables(text: str) -> dict[str, str]:
     """The tables currently between markers in a README text."""
-    return {m["name"]: m["body"] for m in MARKER.finditer(text)}
+    return {m["name"]: m["body"].rstrip("\n") for m in MARKER.finditer(text)}
 
 
 def update_readme(text: str) -> str:
@@ -168,6 +168,6 @@ def update_readme(text: str) -> str:
     def repl(m: re.Match) -> str:
         if m["name"] not in blocks:
             raise KeyError(f"README marker reference:{m['name']} names no section of dualpar/conf/reference.yaml")
-        return m.group(1) + blocks[m["name"]] + m.group(4)
+        return m.group(1) + blocks[m["name"]] + "\n" + m.group(4)
 
     return MARKER.sub(repl, text)
