@@ -50,3 +50,13 @@ def test_explicit_threads_win_and_local_keeps_torchs_setting() -> None:
         assert apply_threads(_cfg(threads=1)).threads == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_plan_says_what_was_chosen(capsys) -> None:
+    from dualpar.cli import cli
+    from dualpar.threads import node_cores, share
+
+    assert cli(["model=tiny", "plan_only=true", "launcher=spawn", "parallel.stages=2"]) == 0
+    cores = node_cores()
+    line = f"  threads: {share(cores, 2)} per process ({cores} cores / 2 processes of this job)"
+    assert line in capsys.readouterr().err.splitlines()
