@@ -15,6 +15,7 @@ from typing import Any
 
 from dualpar.errors import ConfigError
 from dualpar.models import tiny
+from dualpar.models.support import check_supported
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,23 @@ class ModelInfo:
     x0_min_t: float = 0.05
     defaults: dict[str, Any] = field(default_factory=dict)
     init_seed: int | None = None  # random-weight presets built in memory
+    # Transformer subfolders, high-noise expert first: Wan2.2 A14B has ("transformer", "transformer_2") and
+    # switches at boundary_ratio x num_train_timesteps (dualpar.models.support).
+    experts: tuple[str, ...] = ("transformer",)
+    boundary_ratio: float | None = None
+
+    @property
+    def boundary_timestep(self) -> float | None:
+        """Timesteps >= this run the high-noise expert, the rest the low-noise one (WanPipeline's rule)."""
+        if self.boundary_ratio is None:
+            return None
+        return self.boundary_ratio * int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    def expert_for(self, timestep: Any) -> int:
+        """Index into `experts` of the expert that denoises at `timestep` (a scheduler timestep, compared as
+        WanPipeline compares it: `t >= boundary_timestep` picks the first)."""
+        boundary = self.boundary_timestep
+        return 0 if boundary is None or bool(timestep >= boundary) else 1
 
     @property
     def num_layers(self) -> int:
@@ -146,15 +164,11 @@ def packaged_model_dir(name: str) -> Path:
 
 def _read_json(path: Path, key: str, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(
-            key, f"{path} is missing", f"point {key} at a diffusers-format directory that has {what}"
-        )
+        raise ConfigError(key, f"{path} is missing", f"point {key} at a diffusers-format directory that has {what}")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            key, f"{path} is not valid JSON ({err})", "restore the file from the checkpoint"
-        ) from err
+        raise ConfigError(key, f"{path} is not valid JSON ({err})", "restore the file from the checkpoint") from err
     if not isinstance(data, dict):
         raise ConfigError(key, f"{path} holds a JSON {type(data).__name__}, not an object", "restore the file")
     return data
@@ -183,7 +197,8 @@ def read_directory_info(name: str, root: Path, key: str = "model.path") -> Model
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(
-            key, f"a config file in {root} lacks or garbles an entry ({type(err).__name__}: {err})",
+            key,
+            f"a config file in {root} lacks or garbles an entry ({type(err).__name__}: {err})",
             "restore the directory's JSON files from the original checkpoint",
         ) from err
 
@@ -195,21 +210,21 @@ def _read_directory_info(name: str, root: Path, key: str) -> ModelInfo:
     components = {k: tuple(v) for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[0]}
     for needed in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
         if needed not in components:
-            raise ConfigError(
-                key, f"model_index.json names no {needed}", "use a complete Wan diffusers directory"
-            )
-    transformer = _read_json(root / "transformer" / "config.json", key, "transformer/config.json")
-    if transformer.get("_class_name") != "WanTransformer3DModel":
-        raise ConfigError(
-            key,
-            f"transformer is {transformer.get('_class_name')!r}",
-            "use a WanTransformer3DModel checkpoint",
-        )
-    if not _has_weights(root / "transformer"):
-        raise ConfigError(key, "transformer/ holds no .safetensors weights", "download the full checkpoint")
-    scheduler = _read_json(
-        root / "scheduler" / "scheduler_config.json", key, "scheduler/scheduler_config.json"
-    )
+            raise ConfigError(key, f"model_index.json names no {needed}", "use a complete Wan diffusers directory")
+    transformers = {
+        folder: _read_json(root / folder / "config.json", key, f"{folder}/config.json")
+        for folder in ("transformer", "transformer_2")
+        if folder in components
+    }
+    vae_cfg = None
+    if components["vae"][0] == "diffusers":
+        vae_cfg = _read_json(root / "vae" / "config.json", key, "vae/config.json")
+    experts = check_supported(index, transformers, vae_cfg)  # refuse what cannot run exactly, before weights
+    for folder in experts.folders:
+        if not _has_weights(root / folder):
+            raise ConfigError(key, f"{folder}/ holds no .safetensors weights", "download the full checkpoint")
+    transformer = transformers["transformer"]
+    scheduler = _read_json(root / "scheduler" / "scheduler_config.json", key, "scheduler/scheduler_config.json")
     extra = _read_json(root / "dualpar.json", key, "dualpar.json") if (root / "dualpar.json").is_file() else {}
     defaults = dict(_WAN_DEFAULTS)
     for extra_key, value in extra.items():
@@ -229,6 +244,8 @@ def _read_directory_info(name: str, root: Path, key: str) -> ModelInfo:
         prediction=str(extra.get("prediction", "flow")),
         x0_min_t=float(extra.get("x0_min_t", 0.05)),
         defaults=defaults,
+        experts=experts.folders,
+        boundary_ratio=experts.boundary_ratio,
     )
 
 
@@ -237,7 +254,9 @@ def _read_directory_info(name: str, root: Path, key: str) -> ModelInfo:
 _WAN_SIZES = {
     "wan2.1-t2v-1.3b": {"num_layers": 30, "num_attention_heads": 12, "ffn_dim": 8960},
     "wan2.1-t2v-14b": {"num_layers": 40, "num_attention_heads": 40, "ffn_dim": 13824},
+    "wan2.2-t2v-a14b": {"num_layers": 40, "num_attention_heads": 40, "ffn_dim": 13824},  # each of two experts
 }
+_WAN_BOUNDARY = {"wan2.2-t2v-a14b": 0.875}  # published model_index.json boundary_ratio of the two-expert presets
 _WAN_TRANSFORMER = {
     "_class_name": "WanTransformer3DModel",
     "attention_head_dim": 128,
@@ -273,6 +292,8 @@ def wan_plan_info(name: str) -> ModelInfo:
         text_dim=int(transformer["text_dim"]),
         max_sequence_length=512,
         defaults=dict(_WAN_DEFAULTS),
+        experts=("transformer", "transformer_2") if name in _WAN_BOUNDARY else ("transformer",),
+        boundary_ratio=_WAN_BOUNDARY.get(name),
     )
 
 
@@ -288,9 +309,7 @@ def read_model_info(name: str, path: str | None, init_seed: int = 0, plan_only: 
     if name in PACKAGED_PRESETS:
         root = packaged_model_dir(name)
         if not (root / "model_index.json").is_file():
-            raise ConfigError(
-                "model", f"the packaged model {name!r} is missing from this install", "reinstall"
-            )
+            raise ConfigError("model", f"the packaged model {name!r} is missing from this install", "reinstall")
         return read_directory_info(name, root, key="model")
     if name in WAN_PRESETS:
         raise ConfigError(
@@ -298,6 +317,4 @@ def read_model_info(name: str, path: str | None, init_seed: int = 0, plan_only: 
             f"model={name} needs its weights, which are not downloaded automatically",
             f"download {WAN_PRESETS[name]} and pass model.path=<that directory>",
         )
-    raise ConfigError(
-        "model", f"unknown model {name!r}", f"use one of {', '.join(PRESETS)} or set model.path"
-    )
+    raise ConfigError("model", f"unknown model {name!r}", f"use one of {', '.join(PRESETS)} or set model.path")
