@@ -121,8 +121,7 @@ def run(a: argparse.Namespace) -> dict:
         Path(a.trace).write_text(json.dumps(chrome_trace(result)))
     if a.baselines:
         out["baselines"] = [
-            {**asdict(r), "memory_per_gpu_gib": round(r.memory_per_gpu / GIB, 3)}
-            for r in compare(model, job, cluster)
+            {**asdict(r), "memory_per_gpu_gib": round(r.memory_per_gpu / GIB, 3)} for r in compare(model, job, cluster)
         ]
     if a.sweep:
         out["sweeps"] = sensitivity(job, model, cluster)
