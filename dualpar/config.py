@@ -51,6 +51,7 @@ class ScheduleConfig:
     context_latents: int | None = None  # C: latent frames borrowed from each neighbour, 0 <= C <= P
     guidance: float | None = None  # classifier-free guidance scale; <= 1 disables the uncond branch
     left_context: str = "ahead"  # ahead: previous block after its latest update; same: at this block's level
+    guidance_low: float | None = None  # two-expert models (Wan2.2 A14B): the low-noise expert's scale (None: guidance)
     flow_shift: float | None = None  # scheduler flow shift (None: the checkpoint's scheduler config)
     feature_cache: bool = True  # append the right neighbour's cached K/V to each block's keys
     coordinated_noise: bool = True  # reshuffled shared noise pool (False: fresh noise per block)

@@ -39,7 +39,8 @@ class StageEstimate:
 
 
 def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
-    """(per-layer, shared-conditions, first-only, last-only) parameter counts, from the config on meta."""
+    """(per-layer, shared-conditions, first-only, last-only) parameter counts, from the config on meta, for all
+    experts together (Wan2.2 A14B: every stage holds its slice of both)."""
     from diffusers import WanTransformer3DModel
 
     with torch.device("meta"):
@@ -49,7 +50,9 @@ def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
         return sum(p.numel() for p in m.parameters())
 
     last = count(model.norm_out) + count(model.proj_out) + model.scale_shift_table.numel()
-    return count(model.blocks[0]), count(model.condition_embedder), count(model.patch_embedding), last
+    counts = count(model.blocks[0]), count(model.condition_embedder), count(model.patch_embedding), last
+    e = job.info.num_experts
+    return counts[0] * e, counts[1] * e, counts[2] * e, counts[3] * e
 
 
 def _audio_param_counts(job: JobLayout) -> tuple[list[int], int, int, int, int]:

@@ -4,6 +4,11 @@ The same code runs on every stage; which parts run depends on the stage's role. 
 the shared plan (block, step) and the broadcast text embeddings, so stages never exchange anything but
 hidden states (stage j -> j+1) and the guided output of the block's own frames (last stage -> stage 0).
 
+Two experts (Wan2.2 A14B): each pass runs the expert its block's step selects (`expert_of_step`, from the
+scheduler's timesteps and the directory's boundary, identical on every stage), and the last stage guides
+with that expert's scale. A pass reads the feature cache only when its right neighbour ran the same expert
+(docs/algorithm.md, "Two experts").
+
 Legend: B batch rows (cond[, uncond]), S window tokens, D width, C_lat latent channels, F frames.
 """
 
@@ -22,7 +27,7 @@ from dualpar.transport.base import Message, TensorSpec
 
 
 class StageRunner:
-    """Runs block passes through one WanStage."""
+    """Runs block passes through one WanStage, or through the one of two experts each pass selects."""
 
     def __init__(
         self,
@@ -32,8 +37,16 @@ class StageRunner:
         timesteps: torch.Tensor,
         dtype: torch.dtype,
         device: torch.device,
+        low_noise: WanStage | None = None,
     ):
-        self.stage = stage
+        self.stage = stage  # the (high-noise) expert: shapes and roles are the same for both
+        self.experts = (stage,) if low_noise is None else (stage, low_noise)
+        assert len(self.experts) == job.info.num_experts, "build_experts gives one stage per expert"
+        # The expert of every step, decided once from the shared timesteps: every stage derives the same list.
+        self.expert_of_step = tuple(job.info.expert_for(t) for t in timesteps)
+        sched = job.cfg.schedule
+        low = sched.guidance if sched.guidance_low is None else sched.guidance_low
+        self.guidance_scales = (sched.guidance, low)  # WanPipeline: guidance_scale_2 defaults to guidance_scale
         self.job = job
         self.dtype = dtype
         self.device = device
@@ -44,9 +57,7 @@ class StageRunner:
         _, ph, pw = job.info.patch_size
         self.q_grid = (geo.window_latents, h // ph, w // pw)  # token grid after patchify
         self.rope_q = tuple(t.to(device) for t in stage.rope_tables(geo.window_latents, h, w))
-        self.rope_k = tuple(
-            t.to(device) for t in stage.rope_tables(geo.window_latents + geo.context_latents, h, w)
-        )
+        self.rope_k = tuple(t.to(device) for t in stage.rope_tables(geo.window_latents + geo.context_latents, h, w))
         self.use_cache = job.cfg.schedule.feature_cache and geo.context_latents > 0
         self.parts = job.micro_batches
         self.timeline: Timeline | None = None  # set by the engine: nested spans per pass
@@ -79,6 +90,18 @@ class StageRunner:
         """Inverse of `pad_output` on stage 0: the block's own frames only."""
         return (out[0][:, :, : len(self.job.geometry.own_range(item.block))],)
 
+    def expert(self, item: WorkItem) -> WanStage:
+        """The expert that runs `item` (its block's timestep against the boundary)."""
+        return self.experts[self.expert_of_step[item.step]]
+
+    def reads_cache(self, item: WorkItem) -> bool:
+        """Whether `item` appends the right neighbour's cached K/V: there is one (it ran just before on this
+        stage, at step item.step - 1) and the same expert computed it (an expert never attends to keys
+        projected by the other expert's weights; see docs/algorithm.md)."""
+        if not (self.use_cache and item.has_right):
+            return False
+        return self.expert_of_step[item.step - 1] == self.expert_of_step[item.step]
+
     def _context(self, item: WorkItem, part: int = 0) -> PassContext:
         tpf = self.job.tokens_per_frame
         geo = self.job.geometry
@@ -97,7 +120,7 @@ class StageRunner:
         return PassContext(
             self.rope_q,
             self.rope_k,
-            use_cache=self.use_cache and item.has_right,
+            use_cache=self.reads_cache(item),
             capture=capture,
             call=call,
             cache_key="+".join(self.parts[part]),  # micro-batches keep their own feature caches
@@ -110,7 +133,7 @@ class StageRunner:
     def _conditions(self, item: WorkItem, part: int = 0):
         text, timestep = self._row_inputs(item, part)
         with self.span("conditions", item):
-            return self.stage.conditions(timestep, text)
+            return self.expert(item).conditions(timestep, text)
 
     def _row_inputs(self, item: WorkItem, part: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(text embeddings [B, L, D], timestep [B]) of micro-batch `part`'s rows."""
@@ -120,8 +143,9 @@ class StageRunner:
 
     def begin_pass(self, item: WorkItem, part: int) -> None:
         if not item.has_right and part == 0:  # the tail opens an iteration: the feature cache starts empty
-            for proc in self.stage.processors:
-                proc.backend.begin_iteration()
+            for stage in self.experts:
+                for proc in stage.processors:
+                    proc.backend.begin_iteration()
 
     @torch.no_grad()
     def forward(self, item: WorkItem, x: Message, part: int = 0) -> Message | None:
@@ -129,17 +153,18 @@ class StageRunner:
         otherwise) -> stage output (hidden states, or on the last stage the guided output of the block's own
         frames, float32; None until the pass's last micro-batch has been through)."""
         self.begin_pass(item, part)
+        stage = self.expert(item)
         temb, timestep_proj, text_proj = self._conditions(item, part)
-        if self.stage.first:
+        if stage.first:
             with self.span("embed", item):
-                hidden = self.embed_video(x[0])
+                hidden = self.embed_video(x[0], stage)
         else:
             hidden = x[0]
-        hidden = self.stage.run_layers(hidden, text_proj, timestep_proj, self._context(item, part))
-        if not self.stage.last:
+        hidden = stage.run_layers(hidden, text_proj, timestep_proj, self._context(item, part))
+        if not stage.last:
             return (hidden,)
         with self.span("head", item):
-            raw = self.gather_parts(part, (self.video_head(hidden, temb),))
+            raw = self.gather_parts(part, (self.video_head(hidden, temb, stage),))
             return None if raw is None else (self.video_output(item, raw[0]),)
 
     def gather_parts(self, part: int, raw: Message) -> Message | None:
@@ -153,22 +178,23 @@ class StageRunner:
         self._stash.clear()
         return rows
 
-    def embed_video(self, window_1CFHW: torch.Tensor) -> torch.Tensor:
+    def embed_video(self, window_1CFHW: torch.Tensor, stage: WanStage | None = None) -> torch.Tensor:
         """Patch-embed the window once and share it by every row: the rows' inputs are identical, and a
         Conv3d's result depends on its batch size (oneDNN picks kernels by shape), which would make
         `cfg_split` on and off differ in the last bits."""
         window = window_1CFHW.to(device=self.device, dtype=self.dtype)
-        return self.stage.embed(window).expand(self.batch, -1, -1).contiguous()
+        return (stage if stage is not None else self.stage).embed(window).expand(self.batch, -1, -1).contiguous()
 
-    def video_head(self, hidden: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        return self.stage.head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))
+    def video_head(self, hidden: torch.Tensor, temb: torch.Tensor, stage: WanStage | None = None) -> torch.Tensor:
+        return (stage if stage is not None else self.stage).head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))
 
     def video_output(self, item: WorkItem, out: torch.Tensor, sync_scale: float | None = None) -> torch.Tensor:
         """Guidance over the head's rows and the block's own frames [1, C_lat, F_own, h, w] float32 (last
         stage). `sync_scale`: sync guidance with a third, no-fusion row (`av` jobs)."""
         if self.job.use_cfg:
             cond, uncond = out[0:1], out[1:2]
-            guided = uncond + self.job.cfg.schedule.guidance * (cond - uncond)
+            scale = self.guidance_scales[self.expert_of_step[item.step]]
+            guided = uncond + scale * (cond - uncond)
             if sync_scale is not None:
                 guided = guided + (sync_scale - 1.0) * (cond - out[2:3])
             out = guided

@@ -237,6 +237,23 @@ def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
         raise ConfigError("schedule.block_latents", f"is {s.block_latents}", "use at least 1 latent frame per block")
     if not 0 <= s.context_latents <= s.block_latents:
         raise ConfigError(
+def _check_experts(cfg: EngineConfig, info: ModelInfo) -> None:
+    """schedule.guidance_low and the jobs that run a two-expert model (Wan2.2 A14B)."""
+    low = cfg.schedule.guidance_low
+    if low is not None and info.num_experts < 2:
+        raise ConfigError(
+            "schedule.guidance_low",
+            f"is {low} but {info.name} has one expert (WanPipeline refuses guidance_scale_2 without boundary_ratio)",
+            "leave schedule.guidance_low=null, or use a two-expert (Wan2.2 A14B) directory",
+        )
+    if low is not None and low < 0:
+        raise ConfigError("schedule.guidance_low", f"is {low}", "use a scale >= 0, or null for schedule.guidance")
+    if info.num_experts > 1 and cfg.job == "av":
+        raise ConfigError(
+            "job", "job=av has no audio tower for a two-expert model (Wan2.2 A14B)", "use job=video or sparse_video"
+        )
+
+
             "schedule.context_latents",
             f"C={s.context_latents} is outside [0, P={s.block_latents}]",
             f"use 0 <= schedule.context_latents <= {s.block_latents}",
@@ -254,6 +271,7 @@ def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
             f"P+2C={key_frames} latent frames exceed the model's RoPE table ({rope_len})",
             "use a smaller block_latents or context_latents",
         )
+    _check_experts(cfg, info)
 
 
 def _check_plan_size(cfg: EngineConfig, info: ModelInfo) -> None:

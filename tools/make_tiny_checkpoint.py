@@ -13,8 +13,11 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="directory to create")
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--init-seed", type=int, default=0)
+    parser.add_argument(
+        "--boundary-ratio", type=float, default=None, help="write a Wan2.2-A14B-style directory with two experts"
+    )
     args = parser.parse_args()
-    path = write_tiny_checkpoint(args.out, args.preset, args.init_seed)
+    path = write_tiny_checkpoint(args.out, args.preset, args.init_seed, args.boundary_ratio)
     print(f"wrote {path} (load it with model.path={path})")
 
 

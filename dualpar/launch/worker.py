@@ -33,7 +33,7 @@ from dualpar.checkpoint import (
 from dualpar.config import EngineConfig
 from dualpar.engine import IterationHooks, PipelineEngine, Stage0Result
 from dualpar.job import JobLayout
-from dualpar.models.loader import build_stage, load_codec, load_prompt_encoder, load_scheduler, pick_dtype
+from dualpar.models.loader import build_experts, load_codec, load_prompt_encoder, load_scheduler, pick_dtype
 from dualpar.models.registry import read_model_info
 from dualpar.output import OutputWriter
 from dualpar.progress import Progress
@@ -122,10 +122,12 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
     timeline = Timeline(ctx.rank, clock=clock_for(device), trace=trace, tag=right_context_tag(job), name=name)
     t0 = time.time()
     with run.loading():
-        stage = build_stage(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)
-        stage.install_attention(attention_factory(cfg.attention))
-        if cfg.model.compile:
-            stage.compile_blocks()
+        experts = build_experts(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)  # Wan2.2 A14B: 2
+        for expert in experts:
+            expert.install_attention(attention_factory(cfg.attention))
+            if cfg.model.compile:
+                expert.compile_blocks()
+        stage = experts[0]
         tower = None
         if job.av is not None:
             from dualpar.av.stage import build_audio_stage
@@ -138,7 +140,8 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
     embeds = _text_embeds(run)
     run.encode_s = time.time() - t0
     if tower is None:
-        runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device)
+        low = experts[1] if len(experts) > 1 else None
+        runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device, low_noise=low)
     else:
         from dualpar.av.stage import AVStageRunner
 

@@ -2,7 +2,8 @@
 
 - `build_stage`: a WanStage built on the meta device, then only its own tensors are materialised: read from
   the checkpoint's safetensors (sharded or not) for a directory, or drawn from per-tensor seeds for the
-  random-weight presets. RoPE tables are rebuilt (non-persistent buffers).
+  random-weight presets. RoPE tables are rebuilt (non-persistent buffers). `build_experts` does this for
+  every expert of the directory (Wan2.2 A14B: `transformer` and `transformer_2`, the same layer slice).
 - `load_prompt_encoder`, `load_codec`, `load_scheduler`: stage 0's text encoder, latent codec and solver.
 """
 
@@ -58,9 +59,7 @@ def read_owned_tensors(folder: Path, prefixes: tuple[str, ...]) -> dict[str, tor
     return state
 
 
-def cast_state(
-    state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device
-) -> dict[str, torch.Tensor]:
+def cast_state(state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
     """Tensors on `device` in `dtype`, except the modules Wan keeps in float32 (time embedder, norms, tables)."""
     out = {}
     for key, value in state.items():
@@ -70,24 +69,39 @@ def cast_state(
 
 
 def build_stage(
-    info: ModelInfo, layers: range, first: bool, last: bool, dtype: torch.dtype, device: torch.device
+    info: ModelInfo,
+    layers: range,
+    first: bool,
+    last: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    expert: str = "transformer",
 ) -> WanStage:
-    """A WanStage with only its own weights in memory."""
+    """A WanStage of one expert (the transformer subfolder `expert`) with only its own weights in memory."""
     stage = WanStage(info.transformer, layers, first, last)
     expected = {k for k, _ in stage.named_parameters()}
     if info.path is None:
         assert info.init_seed is not None
         state = {k: tiny.init_tensor(info.init_seed, k, p.shape) for k, p in stage.named_parameters()}
     else:
-        state = read_owned_tensors(info.path / "transformer", stage.owned_prefixes())
+        state = read_owned_tensors(info.path / expert, stage.owned_prefixes())
     missing = expected - set(state)
     if missing:
-        raise ValueError(f"checkpoint {info.path} lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
+        where = info.path if info.path is None else info.path / expert
+        raise ValueError(f"checkpoint {where} lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
     stage.load_state_dict(cast_state(state, dtype, device), strict=False, assign=True)
     stage.rope.to(device)
     leftover = [k for k, p in stage.named_parameters() if p.is_meta]
     assert not leftover, f"unmaterialised parameters: {leftover[:3]}"
     return stage.eval().requires_grad_(False)
+
+
+def build_experts(
+    info: ModelInfo, layers: range, first: bool, last: bool, dtype: torch.dtype, device: torch.device
+) -> list[WanStage]:
+    """This stage's slice of every expert, high-noise first (one for Wan2.1, two for Wan2.2 A14B): the block
+    queue runs blocks at different noise levels in one iteration, so a stage needs both at once."""
+    return [build_stage(info, layers, first, last, dtype, device, expert) for expert in info.experts]
 
 
 def build_full_transformer(info: ModelInfo):

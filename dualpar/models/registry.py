@@ -51,6 +51,10 @@ class ModelInfo:
     boundary_ratio: float | None = None
 
     @property
+    def num_experts(self) -> int:
+        return len(self.experts)
+
+    @property
     def boundary_timestep(self) -> float | None:
         """Timesteps >= this run the high-noise expert, the rest the low-noise one (WanPipeline's rule)."""
         if self.boundary_ratio is None:

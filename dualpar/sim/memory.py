@@ -111,9 +111,9 @@ def stage_memory(
     out = []
     for j, layers in enumerate(ranges):
         first, last = j == 0, j == n - 1
-        weights = len(layers) * model.layer_params * ab
-        weights += model.embed_params * ab if first else 0.0
-        weights += model.head_params * ab if last else 0.0
+        weights = len(layers) * model.layer_params * ab * model.experts  # every expert's slice (Wan2.2 A14B)
+        weights += model.embed_params * ab * model.experts if first else 0.0
+        weights += model.head_params * ab * model.experts if last else 0.0
         # sends in flight to the next stage, and the receives posted ahead of time
         inflight = k * geo.hidden_msg_bytes if not last else 0.0
         inflight += receive_buffer_bytes(j, n, geo.hidden_msg_bytes, geo.velocity_msg_bytes, in_flight_blocks)

@@ -46,6 +46,7 @@ class ModelSpec:
     text_encoder_params: float = UMT5_XXL_ENCODER_PARAMS
     vae_params: float = WAN_VAE_PARAMS
     trained_latents: int = 21  # Wan2.1 trains on 81 frames = 21 latent frames
+    experts: int = 1  # Wan2.2 A14B: 2 experts of this shape; each stage holds both slices, a pass runs one
 
     @property
     def layer_params(self) -> int:
@@ -75,7 +76,8 @@ class ModelSpec:
 
     @property
     def total_params(self) -> int:
-        return self.num_layers * self.layer_params + self.embed_params + self.head_params
+        """Every expert's weights (what a process holding the whole model keeps in memory)."""
+        return (self.num_layers * self.layer_params + self.embed_params + self.head_params) * self.experts
 
     def tokens_per_frame(self, height: int, width: int) -> int:
         """tpf = (H / vae_stride / patch_h) * (W / vae_stride / patch_w)."""
@@ -137,6 +139,7 @@ def from_diffusers_config(
     text_tokens: int = 512,
     text_encoder_params: float = UMT5_XXL_ENCODER_PARAMS,
     vae_params: float = WAN_VAE_PARAMS,
+    experts: int = 1,
 ) -> ModelSpec:
     """ModelSpec from a diffusers `WanTransformer3DModel` config dict (e.g. the tiny CPU model); pass the
     text encoder's and VAE's parameter counts when they are not the real Wan ones."""
@@ -158,6 +161,7 @@ def from_diffusers_config(
         text_tokens=text_tokens,
         text_encoder_params=text_encoder_params,
         vae_params=vae_params,
+        experts=experts,
     )
 
 
@@ -172,6 +176,7 @@ def from_model_info(info: Any) -> ModelSpec:
         text_tokens=info.max_sequence_length,
         text_encoder_params=_component_params(info, "text_encoder", UMT5_XXL_ENCODER_PARAMS),
         vae_params=_component_params(info, "vae", WAN_VAE_PARAMS),
+        experts=int(getattr(info, "num_experts", 1)),
     )
 
 
