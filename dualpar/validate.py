@@ -228,15 +228,6 @@ def _check_geometry(cfg: EngineConfig, info: ModelInfo) -> None:
         raise ConfigError("output.fps", f"is {cfg.output.fps}", "use a positive frame rate such as 16")
 
 
-def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
-    s = cfg.schedule
-    assert s.steps is not None and s.block_latents is not None and s.context_latents is not None
-    if s.steps < 1:
-        raise ConfigError("schedule.steps", f"is {s.steps}", "use at least 1 denoising step")
-    if s.block_latents < 1:
-        raise ConfigError("schedule.block_latents", f"is {s.block_latents}", "use at least 1 latent frame per block")
-    if not 0 <= s.context_latents <= s.block_latents:
-        raise ConfigError(
 def _check_experts(cfg: EngineConfig, info: ModelInfo) -> None:
     """schedule.guidance_low and the jobs that run a two-expert model (Wan2.2 A14B)."""
     low = cfg.schedule.guidance_low
@@ -254,6 +245,15 @@ def _check_experts(cfg: EngineConfig, info: ModelInfo) -> None:
         )
 
 
+def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:
+    s = cfg.schedule
+    assert s.steps is not None and s.block_latents is not None and s.context_latents is not None
+    if s.steps < 1:
+        raise ConfigError("schedule.steps", f"is {s.steps}", "use at least 1 denoising step")
+    if s.block_latents < 1:
+        raise ConfigError("schedule.block_latents", f"is {s.block_latents}", "use at least 1 latent frame per block")
+    if not 0 <= s.context_latents <= s.block_latents:
+        raise ConfigError(
             "schedule.context_latents",
             f"C={s.context_latents} is outside [0, P={s.block_latents}]",
             f"use 0 <= schedule.context_latents <= {s.block_latents}",
@@ -262,6 +262,7 @@ def _check_experts(cfg: EngineConfig, info: ModelInfo) -> None:
         raise ConfigError("schedule.left_context", f"is {s.left_context!r}", "use ahead or same")
     if s.guidance is None or s.guidance < 0:
         raise ConfigError("schedule.guidance", f"is {s.guidance}", "use a scale >= 0 (1 disables guidance)")
+    _check_experts(cfg, info)
     _check_plan_size(cfg, info)
     rope_len = int(info.transformer.get("rope_max_seq_len", 1024))
     key_frames = s.block_latents + 2 * s.context_latents
@@ -271,7 +272,6 @@ def _check_experts(cfg: EngineConfig, info: ModelInfo) -> None:
             f"P+2C={key_frames} latent frames exceed the model's RoPE table ({rope_len})",
             "use a smaller block_latents or context_latents",
         )
-    _check_experts(cfg, info)
 
 
 def _check_plan_size(cfg: EngineConfig, info: ModelInfo) -> None:
