@@ -67,6 +67,8 @@ OUTPUT_INDEPENDENT = {
     "output.overwrite": "what happens to old files",
     "output.progress": "terminal output",
     "output.trace": "a timing file",
+    "output.worker": "where the same decode and writes run; a checkpoint drains the worker first",
+    "output.queue_blocks": "as output.worker",
 }
 
 

@@ -23,6 +23,7 @@ LAUNCHERS = ("local", "spawn", "torchrun", "ray")
 LEFT_CONTEXT = ("ahead", "same")
 SPLIT_MODES = ("even", "cost_aware")
 TRANSPORTS = ("direct", "host_staged")
+OUTPUT_WORKERS = ("thread", "inline")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class OutputConfig:
     trace: bool = False  # write trace.json (Chrome trace format, all ranks merged)
     preview: bool = True  # write preview.png, a contact sheet of evenly spaced frames
     progress: bool = True  # progress line on the terminal
+    worker: str = "thread"  # thread: decode + write beside the pipeline (dualpar.output_worker) | inline
+    queue_blocks: int = 2  # finished blocks handed to the output worker and not yet written before stage 0 waits
 
 
 @dataclass(frozen=True)

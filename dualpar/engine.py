@@ -1,9 +1,10 @@
 """The per-rank loop: the only code that moves blocks through the stages.
 
-Stage 0 walks the plan in its global order: it retires finished blocks (decode + write), admits new ones,
-assembles each pass's window once the passes it depends on have come back, runs its layers and sends the
-hidden states on. Other stages receive, run their layers and send on; the last one returns the guided output
-of the block's own frames to stage 0. With one stage there is no transport at all.
+Stage 0 walks the plan in its global order: it retires finished blocks (hands them to the output worker,
+which decodes and writes them beside the pipeline), admits new ones, assembles each pass's window once the
+passes it depends on have come back, runs its layers and sends the hidden states on. Other stages
+receive, run their layers and send on; the last one returns the guided output of the block's own frames to
+stage 0. With one stage there is no transport at all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dualpar.block_queue import BlockQueue
 from dualpar.job import JobLayout
-from dualpar.output import OutputWriter
+from dualpar.output_worker import OutputWorker, Written
 from dualpar.progress import Progress
 from dualpar.runner import StageRunner
 from dualpar.schedule.blockwise import WorkItem
@@ -41,10 +42,11 @@ class IterationHooks:
 class Stage0Result:
     """What stage 0 measured while rendering."""
 
-    block_seconds: list[float] = field(default_factory=list)
-    decode_s: float = 0.0
+    block_seconds: list[float] = field(default_factory=list)  # decode + write of each block (output worker)
+    decode_s: float = 0.0  # decode + write seconds, wherever they ran
     denoise_s: float = 0.0
     frames: int = 0
+    output_wait_s: float = 0.0  # seconds the pipeline thread spent on output (inline: all of decode_s)
 
 
 class PipelineEngine:
@@ -97,9 +99,10 @@ class PipelineEngine:
 
     # ---- stage 0 ------------------------------------------------------------------------------------
     def run_stage0(
-        self, queue: BlockQueue, writer: OutputWriter, progress: Progress, result: Stage0Result | None = None
+        self, queue: BlockQueue, output: OutputWorker, progress: Progress, result: Stage0Result | None = None
     ) -> Stage0Result:
-        """Render from `start_iteration`; `result` carries a resumed run's measurements so far."""
+        """Render from `start_iteration`; `result` carries a resumed run's measurements so far. Returns with
+        every retired block written (`output` drained)."""
         result = result if result is not None else Stage0Result()
         plan = self.job.plan
         mode = self.job.cfg.schedule.left_context
@@ -108,13 +111,23 @@ class PipelineEngine:
         applied = [self._first_order(self.start_iteration) - 1]
         self.progress = progress
         progress.start(len(plan.items), applied[0] + 1, self.start_iteration)
-        # Finished blocks are retired (decoded, written) once their last pass has come back, not at the
-        # iteration start: waiting there would drain the pipeline once per iteration.
+        # Finished blocks are retired (handed to the output worker) once their last pass has come back, not
+        # at the iteration start: waiting there would drain the pipeline once per iteration.
         due: deque[int] = deque()
+        wait0 = [output.wait_s]
 
-        def retire_ready() -> None:
+        def retire_ready(drain: bool = False) -> None:
             while due and plan.item_index(due[0], plan.steps - 1) <= applied[0]:
-                self._retire(due.popleft(), queue, writer, progress, result)
+                block = due.popleft()
+                with self.timeline.span("output_wait", block):  # back-pressure (inline: the whole write)
+                    output.submit(block, queue.finish(block))
+            if drain:
+                with self.timeline.span("output_wait"):
+                    self._account(output.drain(), progress, result)
+            else:
+                self._account(output.poll(), progress, result)  # raises a failed worker's error here
+            result.output_wait_s += output.wait_s - wait0[0]
+            wait0[0] = output.wait_s
 
         for it in plan.iterations[self.start_iteration :]:
             self._boundary(it.index, queue, pending, applied, retire_ready)
@@ -143,7 +156,7 @@ class PipelineEngine:
                     pending.append(item)
             result.denoise_s += time.perf_counter() - t_iter
         self._drain(queue, pending, applied)
-        retire_ready()
+        retire_ready(drain=True)
         if self.transport is not None:
             self.transport.flush()
         return result
@@ -155,7 +168,7 @@ class PipelineEngine:
         if hooks.snapshot is not None and hooks.wants_snapshot is not None and hooks.wants_snapshot(iteration):
             with self.timeline.span("drain", iteration):
                 self._drain(queue, pending, applied)
-            retire_ready()  # a snapshot holds every block that finished before this iteration as written
+            retire_ready(drain=True)  # the snapshot holds every block finished before this iteration as written
             hooks.snapshot(iteration)
 
     def _first_order(self, iteration: int) -> int:
@@ -200,15 +213,12 @@ class PipelineEngine:
         if pending:
             self._wait_for(pending[-1].order, queue, pending, applied)
 
-    def _retire(
-        self, block: int, queue: BlockQueue, writer: OutputWriter, progress: Progress, result: Stage0Result
-    ) -> None:
-        t0 = time.perf_counter()
-        latents = queue.finish(block)
-        with self.timeline.span("decode", block):
-            frames = writer.write_block(block, latents)
-        dt = time.perf_counter() - t0
-        result.decode_s += dt
-        result.frames += frames
-        result.block_seconds.append(dt)
-        progress.block_done(frames)
+    def _account(self, written: list[Written], progress: Progress, result: Stage0Result) -> None:
+        """Blocks the output worker finished: measurements, progress, and their decode spans (measured on the
+        worker, recorded beside the pipeline's own spans)."""
+        for w in written:
+            self.timeline.record("decode", w.block, w.t0, w.t1)
+            result.decode_s += w.seconds
+            result.frames += w.frames
+            result.block_seconds.append(w.seconds)
+            progress.block_done(w.frames)

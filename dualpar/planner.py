@@ -17,8 +17,9 @@ from dualpar.threads import choose_threads
 @dataclass(frozen=True)
 class StageEstimate:
     """One stage's peak memory by kind. Weights stay for the run; the text encoder (stage 0, encode phase,
-    unless model.text_encoder_device=cpu) is freed before denoising, so the peak is the weights plus the
-    larger of the two phases. The terms come from dualpar.sim.memory, the performance model's memory model."""
+    unless model.text_encoder_device=cpu) runs and is freed before the stage's layers are materialised
+    (dualpar.launch.worker), so the peak is the larger of the encoder alone and the weights plus denoising.
+    The terms come from dualpar.sim.memory, the performance model's memory model."""
 
     stage: int
     layers: range
@@ -35,7 +36,7 @@ class StageEstimate:
 
     @property
     def total_bytes(self) -> int:
-        return self.param_bytes + max(self.text_encoder_bytes, self.denoise_bytes)
+        return max(self.text_encoder_bytes, self.param_bytes + self.denoise_bytes)
 
 
 def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
@@ -166,7 +167,7 @@ def describe_plan(job: JobLayout) -> str:
             f"(weights {est.param_bytes / 2**20:.1f}, activations {est.activation_bytes / 2**20:.1f}, "
             f"feature cache {est.cache_bytes / 2**20:.1f}, decoder {est.decoder_bytes / 2**20:.1f}, "
             f"receive buffers {est.receive_bytes / 2**20:.1f}; text encoder {est.text_encoder_bytes / 2**20:.1f} "
-            "before denoising)"
+            "alone, freed before the layers load)"
         )
     lines += [f"  warning: {w}" for w in plan_warnings(job)]
     return "\n".join(lines)

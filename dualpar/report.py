@@ -178,14 +178,20 @@ def build_report(facts: RenderFacts) -> dict:
             "cfg_split": cfg.parallel.cfg_split,
             "max_inflight": cfg.parallel.max_sends_in_flight,
             "head_wait": False,  # finished blocks retire when their last pass returns (no per-iteration drain)
-            "decode_at": "retire",
+            "decode_at": "retire",  # the simulator's policy; with output_worker=thread the work overlaps the passes
+            "output_worker": cfg.output.worker,
             "checkpoint_every": cfg.checkpoint.every,
             "hidden_bytes": message_bytes(job, facts.dtype, hidden=True),
             "velocity_bytes": message_bytes(job, facts.dtype, hidden=False),
         },
         "threads_per_process": torch.get_num_threads(),
         "wall_s": time.time() - facts.t_start,
-        "phases": {"denoise_s": render_s - result.decode_s, "decode_s": result.decode_s} | facts.phases,
+        "phases": {
+            "denoise_s": render_s - result.output_wait_s,  # the pipeline thread's time not spent on output
+            "decode_s": result.decode_s,  # decode + write, inline or on the output worker
+            "output_wait_s": result.output_wait_s,
+        }
+        | facts.phases,
         "peak_rss_bytes": stages[0]["peak_rss_bytes"],
         "stages": stages,
         "per_block": [{"block": k, "decode_write_s": s} for k, s in enumerate(result.block_seconds)],

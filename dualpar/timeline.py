@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 TRACE_PARTS = "trace.parts"
+SIDE_LANE = 1000  # trace lane of a rank's output worker: rank + SIDE_LANE
 MAX_PENDING = 4096  # unresolved event spans before the oldest is waited for (bounds memory on a stalled GPU)
 
 
@@ -167,6 +168,7 @@ class Timeline:
         self._depth = 0
         self._pending: deque[tuple[str, int, Any, Any, bool]] = deque()
         self._trace: IO[str] | None = None
+        self._side_named = False
         if trace is not None and enabled:
             trace.parent.mkdir(parents=True, exist_ok=True)
             self._trace = open(trace, "w")  # noqa: SIM115 - held open while the run streams into it
@@ -187,6 +189,20 @@ class Timeline:
             self._depth -= 1
             self._pending.append((kind, item, start, self.clock.mark(), top))
             self._resolve(wait=len(self._pending) > MAX_PENDING)
+
+    def record(self, kind: str, item: int, t0: float, t1: float) -> None:
+        """A span measured on another thread of this rank (the output worker), in wall-clock seconds: counted
+        in its kind's totals but not in `covered_s` (it overlaps this rank's own spans); traced in its own lane."""
+        if not self.enabled:
+            return
+        self.summary.add(kind, item, t0, t1, top=False)
+        if self._trace is not None:
+            tid = self.rank + SIDE_LANE
+            if not self._side_named:
+                self._side_named = True
+                self._write({"name": "thread_name", "ph": "M", "pid": 0, "tid": tid, "args": {"name": "output"}})
+            event = {"name": kind, "ph": "X", "pid": 0, "tid": tid, "ts": t0 * 1e6, "dur": (t1 - t0) * 1e6}
+            self._write(event | {"args": {"item": item}})
 
     def _resolve(self, wait: bool = False, everything: bool = False) -> None:
         """Record finished spans, oldest first; `wait` blocks for the oldest one, `everything` for all."""

@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 
 from dualpar.checkpoint import CheckpointRef, checkpoint_dir, resume_from
-from dualpar.config import JOBS, LAUNCHERS, LEFT_CONTEXT, SPLIT_MODES, TRANSPORTS, EngineConfig, PromptSegment
+from dualpar.config import (
+    JOBS,
+    LAUNCHERS,
+    LEFT_CONTEXT,
+    OUTPUT_WORKERS,
+    SPLIT_MODES,
+    TRANSPORTS,
+    EngineConfig,
+    PromptSegment,
+)
 from dualpar.errors import ConfigError
 from dualpar.models.codec import latents_for_frames
 from dualpar.models.registry import ModelInfo
@@ -337,6 +346,10 @@ def _check_output(cfg: EngineConfig, resuming: bool) -> None:
         )
     if not str(o.dir).strip():
         raise ConfigError("output.dir", "is empty", "give a directory such as output.dir=outputs/render")
+    if o.worker not in OUTPUT_WORKERS:
+        raise ConfigError("output.worker", f"is {o.worker!r}", f"use {' or '.join(OUTPUT_WORKERS)}")
+    if o.queue_blocks < 1:
+        raise ConfigError("output.queue_blocks", f"is {o.queue_blocks}", "use at least 1")
     out = Path(o.dir).expanduser()
     for key, path in (("output.dir", out), ("checkpoint.dir", checkpoint_dir(cfg))):
         probe = path

@@ -7,6 +7,13 @@ speedup. Writes docs/results/bench_pipeline.json (or --out) and prints it.
 `launcher=spawn parallel.stages=N`, once with torch's old default (one thread per core in every process,
 `parallel.threads=<cores>`) and once with dualpar's (the cores shared among the processes), alternating
 `--rounds` times. Writes docs/results/bench_threads.json.
+
+`--video` measures the output side (issue 15): the same job with video off and on, on 1 and N stages, for each
+`output.worker` mode in `--modes` (`before`: pass no output.worker key, how the code before the output worker
+was measured), `--repeats` times in rotation, medians reported. Two ratios per mode: the render against the
+larger of its two parts (denoise: the video-off render; output: the decode + write seconds of the video-on
+render), target <= 1.10, and the N-stage speedup with video on against video off, target >= 0.95. Writes
+docs/results/bench_output_worker.json, keeping the modes of an earlier run that this one did not measure.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from dualpar.testing.jobs import compose
 from dualpar.testing.multi import spawn_jobs
 
 
-def _job(out: Path, args, stages: int) -> list[str]:
+def _job(out: Path, args, stages: int, video: bool = False, mode: str = "before") -> list[str]:
+    shown = ["output.video=true", "output.preview=false", "output.latents=false"] if video else []
+    worker = [] if mode == "before" else [f"output.worker={mode}"]
     return [
         f"model={args.model}",
         f"frames={args.frames}",
@@ -44,6 +53,8 @@ def _job(out: Path, args, stages: int) -> list[str]:
         "launcher=spawn",
         f"output.dir={out}",
         f"parallel.split_mode={args.split_mode}",
+        *shown,
+        *worker,
     ]
 
 
@@ -58,9 +69,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--threads", action="store_true", help="compare the default threads with one per core")
     parser.add_argument("--rounds", type=int, default=2, help="--threads: alternating rounds")
+    parser.add_argument("--video", action="store_true", help="video off against on, per output.worker mode")
+    parser.add_argument("--modes", default="inline,thread", help="--video: output.worker modes, or before (no output.worker key: the code before it)")
+    parser.add_argument("--repeats", type=int, default=3, help="--video: rotations (medians reported)")
     args = parser.parse_args()
     if args.threads:
         return bench_threads(args)
+    if args.video:
+        return bench_video(args)
     args.out = args.out or Path("docs/results/bench_pipeline.json")
     with tempfile.TemporaryDirectory() as tmp:
         one = spawn_jobs([prepare(compose(_job(Path(tmp) / "1", args, 1)))[0]])[0]
@@ -136,6 +152,66 @@ def bench_threads(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def _video_row(report: dict) -> dict:
+    phases = report["phases"]
+    return {
+        "render_s": phases["render_s"],
+        "decode_s": phases.get("decode_s", 0.0),
+        "output_wait_s": phases.get("output_wait_s", phases.get("decode_s", 0.0)),
+    }
+
+
+def _mode_medians(med: dict, mode: str) -> dict:
+    """One mode's medians with the video-off ones they were compared against."""
+    return {k: v for k, v in med.items() if k.startswith((mode + "/", "off/"))}
+
+
+def bench_video(args) -> None:
+    """Video off and on, 1 and N stages, per output.worker mode (module docstring)."""
+    modes = args.modes.split(",")
+    variants = [(n, False, "before") for n in (1, args.stages)]
+    variants += [(n, True, m) for m in modes for n in (1, args.stages)]
+    runs: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for n, video, mode in variants:
+                name = f"{mode}/video/{n}" if video else f"off/{n}"
+                out = Path(tmp) / f"{name.replace('/', '-')}-{r}"
+                report = spawn_jobs([prepare(compose(_job(out, args, n, video, mode)))[0]])[0]
+                runs.setdefault(name, []).append(_video_row(report))
+                print(name, r, runs[name][-1], flush=True)
+    med = {k: {f: median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
+    n = args.stages
+    off1, offn = med["off/1"]["render_s"], med[f"off/{n}"]["render_s"]
+    summary = {}
+    for mode in modes:
+        on1, onn = med[f"{mode}/video/1"], med[f"{mode}/video/{n}"]
+        summary[mode] = {
+            "render_over_max_part": {
+                str(k): on["render_s"] / max(off, on["decode_s"]) for k, on, off in ((1, on1, off1), (n, onn, offn))
+            },
+            "speedup_video_on": on1["render_s"] / onn["render_s"],
+            "speedup_video_off": off1 / offn,
+            "speedup_on_over_off": (on1["render_s"] / onn["render_s"]) / (off1 / offn),
+        }
+    out = args.out or Path("docs/results/bench_output_worker.json")
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    result = {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "caveat": "2 cores shared with other engineers' tests while measuring: medians of rotated repeats; "
+        f"load average at the end {os.getloadavg()}",
+        "job": {"model": args.model, "frames": args.frames, "size": args.size, "steps": args.steps, "stages": n},
+        "threads_per_process": 1,
+        "targets": {"render_over_max_part": "<= 1.10", "speedup_on_over_off": ">= 0.95"},
+        "modes": previous.get("modes", {}) | {m: {"median": _mode_medians(med, m)} | summary[m] for m in modes},
+        "runs": previous.get("runs", {})
+        | {f"{k} ({','.join(modes)})" if k.startswith("off/") else k: v for k, v in runs.items()},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("job", "modes")}, indent=2))
 
 
 if __name__ == "__main__":

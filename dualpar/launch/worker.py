@@ -36,6 +36,7 @@ from dualpar.job import JobLayout
 from dualpar.models.loader import build_experts, load_codec, load_prompt_encoder, load_scheduler, pick_dtype
 from dualpar.models.registry import read_model_info
 from dualpar.output import OutputWriter
+from dualpar.output_worker import OutputWorker
 from dualpar.progress import Progress
 from dualpar.report import RenderFacts, right_context_tag, stage_stats, write_report
 from dualpar.runner import StageRunner
@@ -121,6 +122,9 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
     name = f"stage {ctx.rank} layers {[layers.start, layers.stop]}"
     timeline = Timeline(ctx.rank, clock=clock_for(device), trace=trace, tag=right_context_tag(job), name=name)
     t0 = time.time()
+    embeds = _encode_prompts(run) if ctx.is_first else None  # before the layers exist: never both in memory
+    run.encode_s = time.time() - t0
+    t0 = time.time()
     with run.loading():
         experts = build_experts(job.info, layers, ctx.is_first, ctx.is_last, dtype, device)  # Wan2.2 A14B: 2
         for expert in experts:
@@ -136,9 +140,7 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
     scheduler = load_scheduler(job.info, cfg.schedule.flow_shift)
     scheduler.set_timesteps(job.plan.steps, device="cpu")
     run.startup["load_s"] = time.time() - t0
-    t0 = time.time()
-    embeds = _text_embeds(run)
-    run.encode_s = time.time() - t0
+    embeds = _share_embeds(run, embeds)
     if tower is None:
         low = experts[1] if len(experts) > 1 else None
         runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device, low_noise=low)
@@ -150,18 +152,24 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
     return PipelineEngine(job, runner, ctx.rank, ctx.world_size, transport, timeline), scheduler
 
 
-def _text_embeds(run: RankRun) -> torch.Tensor:
-    """Rank 0 encodes every distinct prompt once; the others receive the embeddings (over the gloo group)."""
-    if run.ctx.is_first:
-        with run.loading():
-            # model.text_encoder_device=cpu: the encoder never takes device memory (embeds move with the runner)
-            on_host = run.cfg.model.text_encoder_device == "cpu"
-            encoder = load_prompt_encoder(run.job.info, torch.device("cpu") if on_host else run.device)
-            embeds = encoder.encode(list(run.job.texts)).float()
-            del encoder
-            if run.device.type == "cuda":
-                torch.cuda.empty_cache()  # hand the encoder's memory back before the layers need it
+def _encode_prompts(run: RankRun) -> torch.Tensor:
+    """Rank 0 encodes every distinct prompt once, before its layer shard is materialised, and frees the encoder:
+    the encoder and the shard never share the device (dualpar.planner counts the larger of the two)."""
+    with run.loading():
+        # model.text_encoder_device=cpu: the encoder never takes device memory (embeds move with the runner)
+        on_host = run.cfg.model.text_encoder_device == "cpu"
+        encoder = load_prompt_encoder(run.job.info, torch.device("cpu") if on_host else run.device)
+        embeds = encoder.encode(list(run.job.texts)).float()
+        del encoder
+        if run.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the encoder's memory back before the layers need it
+    return embeds
+
+
+def _share_embeds(run: RankRun, embeds: torch.Tensor | None) -> torch.Tensor:
+    """Rank 0's prompt embeddings on every rank (over the gloo group; the others load their layers meanwhile)."""
     if run.link is None:
+        assert embeds is not None
         return embeds
     transport = run.link.transport
     shape = torch.tensor(list(embeds.shape) if run.ctx.is_first else [0, 0, 0], dtype=torch.int64)
@@ -199,7 +207,7 @@ def _run_stage0(run: RankRun, engine: PipelineEngine, scheduler, ref: Checkpoint
     result = Stage0Result()
     if state is not None:  # keep the frame accounting and per-block timings; phase times are this run's
         queue.load_state_dict(state["queue"])
-        result = Stage0Result(**state["result"] | {"decode_s": 0.0, "denoise_s": 0.0})
+        result = Stage0Result(**state["result"] | {"decode_s": 0.0, "denoise_s": 0.0, "output_wait_s": 0.0})
     writer = OutputWriter(
         job, codec, out_dir, resume=state["output"] if state is not None else None, audio_codec=audio_codec
     )
@@ -210,8 +218,9 @@ def _run_stage0(run: RankRun, engine: PipelineEngine, scheduler, ref: Checkpoint
     engine.hooks = IterationHooks(ckpt.on_iteration, ckpt.wants_snapshot, ckpt.snapshot)
     engine.expect_outputs()
     t0 = time.time()
-    with stop:
-        result = engine.run_stage0(queue, writer, progress, result)
+    output = OutputWorker(writer, cfg.output.worker, cfg.output.queue_blocks, device)
+    with stop, output:  # an exception drops the pending blocks; a checkpoint has drained them before
+        result = engine.run_stage0(queue, output, progress, result)
     render_s = time.time() - t0
     t0 = time.time()
     paths = writer.close()  # idempotent: a crash from here to discard_parts resumes and finishes again
