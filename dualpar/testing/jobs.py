@@ -6,22 +6,16 @@ from pathlib import Path
 
 import torch
 
-from dualpar.cli import prepare
+from dualpar.api import prepare
 
 
 def compose(overrides: list[str]) -> dict:
-    """The CLI's composed config for `overrides`, as a plain dict."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from omegaconf import OmegaConf
+    """The CLI's composed config for `overrides` (dualpar.api.compose), the tiny preset unless a model is named."""
+    from dualpar.api import compose as api_compose
 
     if not any(o.startswith(("model=", "model.path=")) for o in overrides):
         overrides = ["model=tiny", *overrides]  # tests run the tiny preset unless they name a model
-    with initialize_config_module(config_module="dualpar.conf", version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    raw.pop("hydra", None)
-    return raw
+    return api_compose(overrides)
 
 
 def render(out_dir: Path, overrides: list[str]) -> dict:
