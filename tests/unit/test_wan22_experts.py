@@ -31,9 +31,18 @@ def test_single_block_equals_wan_pipeline_with_two_experts(tmp_path, a14b_dir):
     from diffusers import WanPipeline
 
     prompt, negative, seed = "a red ball bounces", "blurry", 5
-    common = [f"prompt='{prompt}'", f"negative_prompt='{negative}'", f"seed={seed}", "frames=9",
-              "schedule.block_latents=3", "schedule.context_latents=0", "schedule.steps=4",
-              "schedule.guidance=5.0", "output.video=false", "output.latents=true"]
+    common = [
+        f"prompt='{prompt}'",
+        f"negative_prompt='{negative}'",
+        f"seed={seed}",
+        "frames=9",
+        "schedule.block_latents=3",
+        "schedule.context_latents=0",
+        "schedule.steps=4",
+        "schedule.guidance=5.0",
+        "output.video=false",
+        "output.latents=true",
+    ]
     render(tmp_path / "ours", [f"model.path={a14b_dir}", *common, "schedule.guidance_low=2.0"])
     ours = load_latents(tmp_path / "ours")
     noise = CoordinatedNoise(seed, 16, 3, 0, 8, 8).next_block()
@@ -42,9 +51,19 @@ def test_single_block_equals_wan_pipeline_with_two_experts(tmp_path, a14b_dir):
 
     def call(guidance_2: float) -> torch.Tensor:
         with torch.no_grad():
-            return pipe(prompt=prompt, negative_prompt=negative, height=64, width=64, num_frames=9,
-                        num_inference_steps=4, guidance_scale=5.0, guidance_scale_2=guidance_2,
-                        latents=noise.clone(), output_type="latent", max_sequence_length=16).frames
+            return pipe(
+                prompt=prompt,
+                negative_prompt=negative,
+                height=64,
+                width=64,
+                num_frames=9,
+                num_inference_steps=4,
+                guidance_scale=5.0,
+                guidance_scale_2=guidance_2,
+                latents=noise.clone(),
+                output_type="latent",
+                max_sequence_length=16,
+            ).frames
 
     theirs = call(2.0)
     assert ours.shape == theirs.shape == (1, 16, 3, 8, 8)
@@ -67,8 +86,18 @@ def test_each_pass_picks_its_expert_and_reads_only_its_experts_cache(tmp_path, a
     from dualpar.models.registry import read_model_info
     from dualpar.runner import StageRunner
 
-    raw = compose([f"model.path={a14b_dir}", "frames=33", "schedule.block_latents=2", "schedule.context_latents=1",
-                   "schedule.steps=4", "output.video=false", "output.latents=true", f"output.dir={tmp_path}"])
+    raw = compose(
+        [
+            f"model.path={a14b_dir}",
+            "frames=33",
+            "schedule.block_latents=2",
+            "schedule.context_latents=1",
+            "schedule.steps=4",
+            "output.video=false",
+            "output.latents=true",
+            f"output.dir={tmp_path}",
+        ]
+    )
     cfg, _ = prepare(raw)
     info = read_model_info(cfg.model.name, cfg.model.path)
     job = JobLayout(cfg, info)
@@ -77,8 +106,15 @@ def test_each_pass_picks_its_expert_and_reads_only_its_experts_cache(tmp_path, a
     assert not torch.equal(experts[0].blocks["0"].attn1.to_q.weight, experts[1].blocks["0"].attn1.to_q.weight)
     scheduler = load_scheduler(info, None)
     scheduler.set_timesteps(4)
-    runner = StageRunner(experts[0], job, torch.zeros(2, 16, 32), scheduler.timesteps, torch.float32,
-                         torch.device("cpu"), low_noise=experts[1])
+    runner = StageRunner(
+        experts[0],
+        job,
+        torch.zeros(2, 16, 32),
+        scheduler.timesteps,
+        torch.float32,
+        torch.device("cpu"),
+        low_noise=experts[1],
+    )
     boundary = BOUNDARY * 1000
     straddles = 0
     for item in job.plan.items:
@@ -88,8 +124,8 @@ def test_each_pass_picks_its_expert_and_reads_only_its_experts_cache(tmp_path, a
         assert runner.reads_cache(item) == right_same
         straddles += item.has_right and not right_same
     assert straddles > 0, "the plan has iterations where neighbouring blocks run different experts"
-    assert {runner.expert_of_step[i.step] for it in job.plan.iterations for i in it.items if len(it.items) > 2} \
-        == {0, 1}
+    crowded = [it for it in job.plan.iterations if len(it.items) > 2]
+    assert any({runner.expert_of_step[i.step] for i in it.items} == {0, 1} for it in crowded), "both in one iteration"
 
 
 def test_guidance_low_needs_two_experts(tmp_path, capsys):
