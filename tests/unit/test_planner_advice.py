@@ -47,3 +47,22 @@ def test_each_idle_figure_says_what_it_measures(capsys) -> None:
     err = _plan(capsys, ["cluster=cpu2", "parallel.stages=2", "launcher=spawn"])
     assert "pipeline bubble 0.001 (the schedule's fill and drain alone;" in err
     assert "idle " in err and "(mean fraction of the render each stage waits: pipeline fill and drain" in err
+
+
+def test_the_simulator_takes_the_cli_model_names() -> None:
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    from dualpar.reference import group_options
+    from dualpar.sim.model import PRESETS
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "simulate.py"
+    spec = importlib.util.spec_from_file_location("simulate_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(tool)
+    assert set(PRESETS) <= set(group_options("model"))
+    for name in ("toyworld", "tiny", "small", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b"):
+        model = tool.build_model(argparse.Namespace(model=name, model_path=None))
+        assert model.name == name and model.num_layers > 0
