@@ -94,6 +94,7 @@ def estimate_stages(job: JobLayout) -> list[StageEstimate]:
         # hidden states of the passes buffered on this stage plus one pass's working set (about 8 widths per token)
         act = batch * tokens * width * elem * (in_flight + 8)
         cache = 2 * batch * geo.context_latents * job.tokens_per_frame * width * elem * len(layers)
+        cache *= job.info.num_experts  # each expert's attention layers keep their own last capture
         if audio is not None and job.av is not None:  # the audio tower's slice and its tokens
             a_layers, a_shared, a_first, a_last, a_width = audio
             params += sum(a_layers[i] for i in layers) + a_shared

@@ -117,7 +117,7 @@ def stage_memory(
         # sends in flight to the next stage, and the receives posted ahead of time
         inflight = k * geo.hidden_msg_bytes if not last else 0.0
         inflight += receive_buffer_bytes(j, n, geo.hidden_msg_bytes, geo.velocity_msg_bytes, in_flight_blocks)
-        cache = 2 * geo.right_tokens * model.dim * len(layers) * cfg_batch * ab
+        cache = 2 * geo.right_tokens * model.dim * len(layers) * cfg_batch * ab * model.experts  # one per expert
         latent_block = job.window_latents * model.in_channels * geo.latent_hw * 4
         latents = LATENT_COPIES * in_flight_blocks * latent_block if first else 0.0
         latents += 2 * model.text_tokens * model.text_dim * ab if first else 0.0
