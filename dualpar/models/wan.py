@@ -156,9 +156,10 @@ class WanStage(nn.Module):
         blocks = self.layer_blocks()
         # Every block shares one forward; dynamo guards each block's own attributes (its processor's layer
         # index) and the with/without-cache shapes, so it needs a few entries per block, not torch's default 8
-        # (past the limit the remaining blocks would silently run eagerly).
+        # (past the limit the remaining blocks would silently run eagerly). The limit grows with every stage
+        # compiled in this process: the two experts of Wan2.2 A14B share that forward too.
         dynamo = torch._dynamo.config
-        dynamo.recompile_limit = max(dynamo.recompile_limit, 4 * len(blocks) + 8)
+        dynamo.recompile_limit = dynamo.recompile_limit + 4 * len(blocks)
         for block in blocks:
             block.compile(**options)
 
