@@ -154,13 +154,17 @@ def compose(overrides: Sequence[str]) -> dict[str, Any]:
     errors (bad override syntax, an unknown group option or key) become ConfigError."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_module(config_module="dualpar.conf", version_base="1.3"):
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (the driver): same config package
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        else:
+            with initialize_config_module(config_module="dualpar.conf", version_base="1.3"):
+                cfg = hydra_compose(config_name="config", overrides=list(overrides))
         raw = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise hydra_error(err, overrides) from None

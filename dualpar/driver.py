@@ -64,56 +64,54 @@ class Job:
 
 
 def compose_job(entry: Mapping[str, Any], index: int) -> tuple[str, EngineConfig]:
-    """One jobs-file entry -> (name, validated config). Group keys (model: small) select Hydra config groups;
-    everything else is merged over the composed defaults. Jobs run with launcher=ray, progress lines off."""
-    from omegaconf import OmegaConf
-
-    from dualpar.cli import prepare
+    """One jobs-file entry -> (name, validated config). The entry's keys are the `dualpar` command's keys, nested
+    (`output: {dir: ...}`) or dotted (`output.dir: ...`); group keys (`model: small`) pick config groups. The entry
+    goes through the command's own composition and validation, so a bad key or value gets the same message, prefixed
+    with the job's name. Jobs run with launcher=ray, progress lines off."""
+    from dualpar.api import compose, prepare, to_overrides
 
     if not isinstance(entry, Mapping):
         raise ConfigError(f"jobs[{index}]", f"is {entry!r}", "give each job as a mapping of dualpar config keys")
     entry = dict(entry)
     name = str(entry.pop("name", f"job{index}"))
-    groups = {k: v for k, v in entry.items() if isinstance(v, str) and _is_group(k, v)}
-    overrides = [f"{k}={v}" for k, v in groups.items()] + ["launcher=ray", "output.progress=false"]
-    base = _compose_defaults(overrides)
-    rest = {k: v for k, v in entry.items() if k not in groups}
-    merged = OmegaConf.to_container(OmegaConf.merge(base, rest), resolve=True)
-    merged.pop("hydra", None)
-    merged["launcher"] = "ray"
     try:
-        cfg, _ = prepare(merged)
+        raw = compose([*to_overrides(entry, {}), "launcher=ray", "output.progress=false"])
+        cfg, _ = prepare(raw)
     except ConfigError as err:
         raise ConfigError(f"jobs[{index}] ({name}): {err.key}", err.problem, err.fix) from err
+    except TypeError as err:  # a value the override grammar cannot carry
+        raise ConfigError(f"jobs[{index}] ({name})", str(err), "give plain YAML scalars, lists or mappings") from err
     return name, cfg
 
 
-def _compose_defaults(overrides: list[str]):
-    """The `dualpar` command's composed config (inside the driver's Hydra app, or standalone in tests)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():  # the driver app's search path is the same package
-        return compose(config_name="config", overrides=overrides)
-    with initialize_config_module(config_module="dualpar.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def _is_group(key: str, value: str) -> bool:
-    from importlib.resources import files
-
-    return files("dualpar.conf").joinpath(key, f"{value}.yaml").is_file()
-
-
 def load_jobs(path: Path) -> list[tuple[str, EngineConfig]]:
-    """Read and compose a YAML list of jobs; output directories must be distinct."""
-    from omegaconf import OmegaConf
+    """Read and compose a YAML list of jobs; names and output directories must be distinct."""
+    import yaml
 
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError("jobs", f"{path} cannot be read ({err})", "give jobs=<a readable YAML file>") from err
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError("jobs", f"{path} is not valid YAML{at}: {problem}", "fix the YAML syntax there") from err
     if isinstance(raw, Mapping) and "jobs" in raw:
         raw = raw["jobs"]
     if not isinstance(raw, list) or not raw:
         raise ConfigError("jobs", f"{path} holds no list of jobs", "write a YAML list: - {frames: 33, ...}")
+    names: dict[str, int] = {}
+    for i, entry in enumerate(raw):
+        if isinstance(entry, Mapping) and "name" in entry:
+            name = str(entry["name"])
+            if name in names:
+                raise ConfigError(
+                    f"jobs[{i}] ({name}): name",
+                    f"is also the name of jobs[{names[name]}]",
+                    "give each job its own name",
+                )
+            names[name] = i
     jobs = [compose_job(entry, i) for i, entry in enumerate(raw)]
     seen: dict[str, str] = {}
     for name, cfg in jobs:
