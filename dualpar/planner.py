@@ -59,7 +59,7 @@ def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
 def _audio_param_counts(job: JobLayout) -> tuple[list[int], int, int, int, int]:
     """The audio tower's (per-layer incl. fusion, shared, first-only, last-only) parameter counts and width."""
     from dualpar.av.branch import AudioTower
-    from dualpar.av.stage import audio_branch_config
+    from dualpar.av_runner import audio_branch_config
 
     with torch.device("meta"):
         tower = AudioTower(audio_branch_config(job))

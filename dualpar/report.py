@@ -135,7 +135,7 @@ def message_bytes(job: JobLayout, dtype: torch.dtype, hidden: bool) -> int:
         rows = len(job.micro_batches[0])  # rows per message (one with cfg_split)
         size = rows * tokens * job.info.hidden_dim * torch.finfo(dtype).bits // 8
         if job.av is not None:
-            from dualpar.av.stage import audio_branch_config
+            from dualpar.av_runner import audio_branch_config
 
             size += rows * job.av.slots * audio_branch_config(job).dim * torch.finfo(dtype).bits // 8
         return size

@@ -134,7 +134,7 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
         stage = experts[0]
         tower = None
         if job.av is not None:
-            from dualpar.av.stage import build_audio_stage
+            from dualpar.av_runner import build_audio_stage
 
             tower = build_audio_stage(job, stage, dtype, device)
     scheduler = load_scheduler(job.info, cfg.schedule.flow_shift)
@@ -145,7 +145,7 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
         low = experts[1] if len(experts) > 1 else None
         runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device, low_noise=low)
     else:
-        from dualpar.av.stage import AVStageRunner
+        from dualpar.av_runner import AVStageRunner
 
         runner = AVStageRunner(stage, tower, job, embeds, scheduler.timesteps, dtype, device)
     transport = run.link.transport if run.link is not None else None

@@ -74,7 +74,7 @@ def test_codec_facts_come_from_config_files(tmp_path):
 
 @pytest.mark.parametrize("ratio", [1.0, 0.5])
 def test_planner_weights_per_stage_equal_what_the_stages_load(ratio):
-    from dualpar.av.stage import build_audio_stage
+    from dualpar.av_runner import build_audio_stage
     from dualpar.models.loader import build_stage
 
     cfg, _ = prepare(compose(["model=tiny", "parallel.stages=2", "launcher=spawn", "job=av",
@@ -89,7 +89,7 @@ def test_planner_weights_per_stage_equal_what_the_stages_load(ratio):
 
 
 def test_from_video_init_copies_each_stages_own_video_blocks():
-    from dualpar.av.stage import build_audio_stage
+    from dualpar.av_runner import build_audio_stage
     from dualpar.models.loader import build_stage
 
     cfg, _ = prepare(compose(["model=tiny", "parallel.stages=2", "launcher=spawn", "job=av", "audio.init=from_video"]))

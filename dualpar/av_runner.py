@@ -8,6 +8,10 @@ returns (video velocity of the block's own frames, audio velocity of its own aud
 its own scale. The video arithmetic is the `video` job's, so with fusion at its initial zeros the video is
 bit-identical to it.
 
+It sits beside `dualpar.runner`, outside the `dualpar.av` package: the job layout (`dualpar.job`) reads the
+pure audio layout from `dualpar.av`, and this runner needs the job and the video runner, so inside the package
+it would make `job` and `av` import each other.
+
 Legend: B batch rows, Sv video tokens, Sa audio slots, Dv/Da widths, C_a audio latent channels.
 """
 
@@ -36,8 +40,9 @@ AUDIO_PREFIX = "audio."  # namespace of the tower's seeded random weights (disti
 
 def audio_branch_config(job: JobLayout) -> AudioBranchConfig:
     av = _av(job)
-    return AudioBranchConfig.from_wan(job.info.transformer, av.codec.latent_channels, av.audio.width_ratio,
-                                      av.audio.fusion_every)
+    return AudioBranchConfig.from_wan(
+        job.info.transformer, av.codec.latent_channels, av.audio.width_ratio, av.audio.fusion_every
+    )
 
 
 def build_audio_stage(job: JobLayout, video: WanStage, dtype: torch.dtype, device: torch.device) -> AudioTower:
@@ -80,8 +85,16 @@ def _av(job: JobLayout) -> AVLayout:
 class AVStageRunner(StageRunner):
     """Runs block passes of both modalities through one stage (video `WanStage` + its `AudioTower` slice)."""
 
-    def __init__(self, stage: WanStage, tower: AudioTower, job: JobLayout, text_embeds_NLD: torch.Tensor,
-                 timesteps: torch.Tensor, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        stage: WanStage,
+        tower: AudioTower,
+        job: JobLayout,
+        text_embeds_NLD: torch.Tensor,
+        timesteps: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         super().__init__(stage, job, text_embeds_NLD, timesteps, dtype, device)
         self.tower = tower
         self.av = _av(job)
@@ -141,11 +154,24 @@ class AVStageRunner(StageRunner):
         inp = AVLayerInputs(text_v, text_a, tproj_v, tproj_a, time_v, time_a, None, strength, valid)
         pc = None
         if self.use_cache:
-            pc = AVPassCache(self.cache, win.video_store_tokens(self.job.tokens_per_frame), win.audio_store_tokens(),
-                             use=item.has_right, tag="+".join(self.parts[part]))
+            pc = AVPassCache(
+                self.cache,
+                win.video_store_tokens(self.job.tokens_per_frame),
+                win.audio_store_tokens(),
+                use=item.has_right,
+                tag="+".join(self.parts[part]),
+            )
         with self.stage.pass_context(self._context(item, part)):
-            h_v, h_a = run_av_layers(list(self.stage.layer_ids), self.stage.layer_blocks(), self.audio_blocks,
-                                     self.fusions, h_v, h_a, inp, pc)
+            h_v, h_a = run_av_layers(
+                list(self.stage.layer_ids),
+                self.stage.layer_blocks(),
+                self.audio_blocks,
+                self.fusions,
+                h_v,
+                h_a,
+                inp,
+                pc,
+            )
         if not self.stage.last:
             return h_v, h_a
         with self.span("head", item):
@@ -160,4 +186,4 @@ class AVStageRunner(StageRunner):
         if self.job.use_cfg:
             a = guided(a[0:1], a[1:2], self.av.audio.guidance, a[2:3] if sync is not None else None, sync)
         off = self.av.left_audio(item.block)
-        return a[:, :, off: off + len(self.av.own_audio(item.block))].float()
+        return a[:, :, off : off + len(self.av.own_audio(item.block))].float()

@@ -5,7 +5,10 @@ before it is shipped, without the distributed engine. The long video here is a *
 block queue: each block's window is [last C latents of the previous block, one step cleaner | P own latents]
 (the engine's `left_context=ahead`); it has no right-context K/V, so it is an approximation of the engine.
 
-Usage: python -m dualpar.toyworld.check --model dualpar/assets/toyworld [--scheduler unipc] [--long-blocks 20]
+It is a tool beside `train_toyworld.py`, not part of `dualpar.toyworld`: the metrics read the toy world's
+palette, so the world may not import the metrics.
+
+Usage: python tools/toyworld_check.py --model dualpar/assets/toyworld [--scheduler unipc] [--long-blocks 20]
 
 Legend: B batch, C latent channels, F latent frames, H/W latent rows/columns.
 """
@@ -34,25 +37,44 @@ def make_scheduler(kind: str, steps: int):
     if kind == "euler":
         s = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
     else:
-        s = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=1.0,
-                                    num_train_timesteps=1000)
+        s = UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=1.0, num_train_timesteps=1000
+        )
     s.set_timesteps(steps)
     return s
 
 
-def guided_flow(model: ToyModel, z_BCFHW: torch.Tensor, sigma: float, cond_BLD: torch.Tensor,
-                uncond_BLD: torch.Tensor, guidance: float) -> torch.Tensor:
+def guided_flow(
+    model: ToyModel,
+    z_BCFHW: torch.Tensor,
+    sigma: float,
+    cond_BLD: torch.Tensor,
+    uncond_BLD: torch.Tensor,
+    guidance: float,
+) -> torch.Tensor:
     b = z_BCFHW.shape[0]
     text = torch.cat([cond_BLD, uncond_BLD.expand(b, -1, -1)])
-    v = predict_flow(model.transformer, torch.cat([z_BCFHW, z_BCFHW]), torch.full((2 * b,), sigma), text,
-                     model.settings.get("x0_min_t", 0.05))
+    v = predict_flow(
+        model.transformer,
+        torch.cat([z_BCFHW, z_BCFHW]),
+        torch.full((2 * b,), sigma),
+        text,
+        model.settings.get("x0_min_t", 0.05),
+    )
     v_c, v_u = v.chunk(2)
     return v_u + guidance * (v_c - v_u)
 
 
 @torch.no_grad()
-def sample_t2v(model: ToyModel, prompts: list[str], frames: int = 8, steps: int = 25, guidance: float = 3.0,
-               scheduler: str = "euler", seed: int = 0) -> torch.Tensor:
+def sample_t2v(
+    model: ToyModel,
+    prompts: list[str],
+    frames: int = 8,
+    steps: int = 25,
+    guidance: float = 3.0,
+    scheduler: str = "euler",
+    seed: int = 0,
+) -> torch.Tensor:
     """Latents [B, C, frames, 8, 8] with a diffusers scheduler (the engine's path)."""
     cond, uncond = model.text_encoder.encode(prompts), model.text_encoder.encode([""])
     g = torch.Generator().manual_seed(seed)
@@ -65,9 +87,17 @@ def sample_t2v(model: ToyModel, prompts: list[str], frames: int = 8, steps: int 
 
 
 @torch.no_grad()
-def sample_long(model: ToyModel, prompt: str, blocks: int, p: int = 4, c: int = 2, steps: int = 25,
-                guidance: float = 3.0, seed: int = 0,
-                left_context: str = "ahead") -> tuple[torch.Tensor, list[int]]:
+def sample_long(
+    model: ToyModel,
+    prompt: str,
+    blocks: int,
+    p: int = 4,
+    c: int = 2,
+    steps: int = 25,
+    guidance: float = 3.0,
+    seed: int = 0,
+    left_context: str = "ahead",
+) -> tuple[torch.Tensor, list[int]]:
     """Sequential left-context-only block chain: latents [1, C, p*blocks + c, 8, 8] and block frame starts.
 
     `left_context="ahead"` gives block k the previous block one step cleaner, `"same"` at its own level.
@@ -93,8 +123,15 @@ def sample_long(model: ToyModel, prompt: str, blocks: int, p: int = 4, c: int = 
     return torch.cat(out, 2), starts
 
 
-SHORT_KEYS = ("blobs_per_frame", "persistence", "caption_colour_rate", "jump_rate", "median_displacement",
-              "palette_distance", "count_constant_rate")
+SHORT_KEYS = (
+    "blobs_per_frame",
+    "persistence",
+    "caption_colour_rate",
+    "jump_rate",
+    "median_displacement",
+    "palette_distance",
+    "count_constant_rate",
+)
 
 
 def _mean_scores(rows: list) -> dict:
@@ -109,7 +146,7 @@ def short_clip_scores(model: ToyModel | None, scheduler: str, n: int = 16, guida
         return _mean_scores([evaluate(c[0], None, c[1]) for c in clips])
     z = sample_t2v(model, captions, scheduler=scheduler, guidance=guidance)
     video = model.codec.decode(z)
-    return _mean_scores([evaluate(to_uint8_frames(video[i:i + 1]), None, captions[i]) for i in range(n)])
+    return _mean_scores([evaluate(to_uint8_frames(video[i : i + 1]), None, captions[i]) for i in range(n)])
 
 
 def main() -> None:
@@ -124,8 +161,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = read_model_dir(args.model)
-    result = {"scheduler": args.scheduler, "short": short_clip_scores(model, args.scheduler, args.clips),
-              "data": short_clip_scores(None, args.scheduler, args.clips)}
+    result = {
+        "scheduler": args.scheduler,
+        "short": short_clip_scores(model, args.scheduler, args.clips),
+        "data": short_clip_scores(None, args.scheduler, args.clips),
+    }
     if args.long_blocks:
         z, starts = sample_long(model, args.prompt, args.long_blocks, left_context=args.left_context)
         frames = to_uint8_frames(model.codec.decode(z))
