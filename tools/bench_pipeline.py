@@ -14,6 +14,11 @@ was measured), `--repeats` times in rotation, medians reported. Two ratios per m
 larger of its two parts (denoise: the video-off render; output: the decode + write seconds of the video-on
 render), target <= 1.10, and the N-stage speedup with video on against video off, target >= 0.95. Writes
 docs/results/bench_output_worker.json, keeping the modes of an earlier run that this one did not measure.
+
+`--worker-kind` measures where the output worker should run (same JSON, "thread_vs_process"): a denoise-like
+loop of small torch ops on the main thread while the job's real OutputWriter (VAE decode, uint8, x264) writes
+`--frames` of random latents on a thread, in a spawned process (latents sent over a pipe, start-up not timed),
+or after the loop (serial); each against the larger of the two parts run alone. 1 torch thread each.
 """
 
 from __future__ import annotations
@@ -70,13 +75,20 @@ def main() -> None:
     parser.add_argument("--threads", action="store_true", help="compare the default threads with one per core")
     parser.add_argument("--rounds", type=int, default=2, help="--threads: alternating rounds")
     parser.add_argument("--video", action="store_true", help="video off against on, per output.worker mode")
-    parser.add_argument("--modes", default="inline,thread", help="--video: output.worker modes, or before (no output.worker key: the code before it)")
+    parser.add_argument(
+        "--modes",
+        default="inline,thread",
+        help="--video: output.worker modes, or before (no output.worker key: the code before it)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="--video: rotations (medians reported)")
+    parser.add_argument("--worker-kind", action="store_true", help="output worker: thread against process")
     args = parser.parse_args()
     if args.threads:
         return bench_threads(args)
     if args.video:
         return bench_video(args)
+    if args.worker_kind:
+        return bench_worker_kind(args)
     args.out = args.out or Path("docs/results/bench_pipeline.json")
     with tempfile.TemporaryDirectory() as tmp:
         one = spawn_jobs([prepare(compose(_job(Path(tmp) / "1", args, 1)))[0]])[0]
@@ -212,6 +224,117 @@ def bench_video(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("job", "modes")}, indent=2))
+
+
+def _denoise_like(seconds_hint: int) -> None:
+    """Small torch ops in a Python loop, like a DiT stage's forward (GIL held between kernels)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x, w1, w2 = (torch.randn(s, generator=g) for s in ((256, 256), (256, 1024), (1024, 256)))
+    for _ in range(seconds_hint):
+        x = torch.nn.functional.layer_norm(torch.nn.functional.gelu(x @ w1) @ w2 + x, (256,))
+
+
+def _output_job(args, out: Path):
+    import torch
+
+    from dualpar.models.loader import load_codec
+    from dualpar.output import OutputWriter
+
+    overrides = _job(out, args, 1, video=True, mode="inline") + ["output.overwrite=true"]
+    _, job = prepare(compose(overrides))
+    h, w = job.latent_hw
+    g = torch.Generator().manual_seed(0)
+    blocks = [
+        (k, (torch.randn(1, job.info.codec.z_dim, len(job.geometry.own_range(k)), h, w, generator=g),))
+        for k in range(job.geometry.n_blocks)
+    ]
+    return OutputWriter(job, load_codec(job.info, torch.device("cpu")), out), blocks
+
+
+def _process_writer(args, out: Path, inbox, outbox) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    writer, _ = _output_job(args, out)
+    outbox.put("ready")
+    while (item := inbox.get()) is not None:
+        writer.write_block(*item)
+    writer.close()
+    outbox.put("done")
+
+
+def _write_all(args, out: Path) -> None:
+    writer, blocks = _output_job(args, out)
+    for block, latents in blocks:
+        writer.write_block(block, latents)
+    writer.close()
+
+
+def _worker_kind_round(args, tmp: Path, r: int, loops: int, rows: dict[str, list[float]]) -> None:
+    import multiprocessing as mp
+    import threading
+
+    def timed(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        rows.setdefault(name, []).append(time.perf_counter() - t0)
+        print(name, r, rows[name][-1], flush=True)
+
+    def threaded() -> None:
+        t = threading.Thread(target=_write_all, args=(args, tmp / f"thread{r}"))
+        t.start()
+        _denoise_like(loops)
+        t.join()
+
+    ctx = mp.get_context("spawn")
+    inbox, outbox = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_process_writer, args=(args, tmp / f"proc{r}", inbox, outbox))
+    proc.start()
+    assert outbox.get(timeout=600) == "ready"
+    _, blocks = _output_job(args, tmp / f"procmain{r}")
+
+    def in_process() -> None:
+        for item in blocks:
+            inbox.put(item)
+        inbox.put(None)
+        _denoise_like(loops)
+        assert outbox.get(timeout=600) == "done"
+
+    timed("denoise_alone", lambda: _denoise_like(loops))
+    timed("output_alone", lambda: _write_all(args, tmp / f"alone{r}"))
+    timed("serial", lambda: (_denoise_like(loops), _write_all(args, tmp / f"serial{r}")))
+    timed("thread", threaded)
+    timed("process", in_process)
+    proc.join()
+
+
+def bench_worker_kind(args) -> None:
+    """Thread against process for the output worker (module docstring)."""
+    import torch
+
+    torch.set_num_threads(1)
+    loops = args.steps * 300
+    rows: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            _worker_kind_round(args, Path(tmp), r, loops, rows)
+    med = {k: median(v) for k, v in rows.items()}
+    parts = max(med["denoise_alone"], med["output_alone"])
+    out = args.out or Path("docs/results/bench_output_worker.json")
+    result = json.loads(out.read_text()) if out.exists() else {}
+    result["thread_vs_process"] = {
+        "what": "denoise-like torch loop on the main thread beside the job's OutputWriter writing every block",
+        "job": {"model": args.model, "frames": args.frames, "size": args.size},
+        "load_avg_at_end": os.getloadavg(),
+        "median_s": med,
+        "over_max_part": {k: med[k] / parts for k in ("serial", "thread", "process")},
+        "runs": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["thread_vs_process"], indent=2))
 
 
 if __name__ == "__main__":
