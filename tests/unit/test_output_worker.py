@@ -207,3 +207,13 @@ def test_resume_after_a_crash_with_output_pending_equals_an_uninterrupted_run(tm
     assert report["restart"]["resumed_from_iteration"] == 6
     assert report["frames_written"] == 49
     assert_same_outputs(out, inline_reference)
+
+
+def test_config_refuses_unknown_worker_and_empty_queue(tmp_path):
+    from dualpar.cli import prepare
+    from dualpar.errors import ConfigError
+    from dualpar.testing.jobs import compose
+
+    for bad, key in (("output.worker=process", "output.worker"), ("output.queue_blocks=0", "output.queue_blocks")):
+        with pytest.raises(ConfigError, match=key):
+            prepare(compose([f"output.dir={tmp_path}", bad]))
