@@ -34,7 +34,7 @@ def test_cli_renders_exact_frame_count(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "blocks 3/3 | frames 22/22" in proc.stderr
+    assert "passes 12/12 (100%) | frames 22/22" in proc.stderr  # 3 blocks x 4 steps; every frame written
     info = probe_video(out / "video.mp4")
     assert info.frames == 22 and (info.width, info.height) == (64, 64)
     assert abs(info.duration_s - 22 / 16) < 1e-3
