@@ -29,8 +29,8 @@ from dualpar.av.guidance import fusion_strength, guided
 from dualpar.av.layout import AVLayout
 from dualpar.job import JobLayout
 from dualpar.models import tiny
+from dualpar.models.adapter import BackboneStage
 from dualpar.models.loader import cast_state, read_owned_tensors
-from dualpar.models.wan import WanStage
 from dualpar.runner import StageRunner
 from dualpar.schedule.blockwise import WorkItem
 from dualpar.transport.base import Message, TensorSpec
@@ -45,7 +45,7 @@ def audio_branch_config(job: JobLayout) -> AudioBranchConfig:
     )
 
 
-def build_audio_stage(job: JobLayout, video: WanStage, dtype: torch.dtype, device: torch.device) -> AudioTower:
+def build_audio_stage(job: JobLayout, video: BackboneStage, dtype: torch.dtype, device: torch.device) -> AudioTower:
     """The audio tower with only this stage's tensors materialised (the rest stay on the meta device)."""
     av = _av(job)
     cfg = audio_branch_config(job)
@@ -83,11 +83,11 @@ def _av(job: JobLayout) -> AVLayout:
 
 
 class AVStageRunner(StageRunner):
-    """Runs block passes of both modalities through one stage (video `WanStage` + its `AudioTower` slice)."""
+    """Runs block passes of both modalities through one stage (video `BackboneStage` + its `AudioTower` slice)."""
 
     def __init__(
         self,
-        stage: WanStage,
+        stage: BackboneStage,
         tower: AudioTower,
         job: JobLayout,
         text_embeds_NLD: torch.Tensor,
@@ -107,13 +107,15 @@ class AVStageRunner(StageRunner):
             self.strength = [torch.stack([full[b] for b in part]) for part in self.parts]
         self._ropes: dict[int, tuple] = {}
 
-    def hidden_spec(self) -> tuple[TensorSpec, ...]:
-        audio = TensorSpec((self.batch, self.av.slots, self.tower.config.dim), self.dtype)
-        return (*super().hidden_spec(), audio)
-
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        audio = TensorSpec((1, self.av.codec.latent_channels, self.av.slots), torch.float32)
-        return (*super().output_spec(), audio)
+    @classmethod
+    def message_specs(cls, job: JobLayout, dtype: torch.dtype) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """The video messages followed by the audio ones: hidden [rows, slots, D_a], output [1, C_a, slots]."""
+        av = _av(job)
+        hidden, output = super().message_specs(job, dtype)
+        rows = len(job.micro_batches[0])
+        audio_hidden = TensorSpec((rows, av.slots, audio_branch_config(job).dim), dtype)
+        audio_output = TensorSpec((1, av.codec.latent_channels, av.slots), torch.float32)
+        return (*hidden, audio_hidden), (*output, audio_output)
 
     def unpad_output(self, item: WorkItem, out: Message) -> Message:
         n_audio = len(self.av.own_audio(item.block))

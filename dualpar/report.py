@@ -10,6 +10,7 @@ calibration (dualpar.sim.calibrate) reads the per-kind summaries.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
@@ -127,22 +128,14 @@ def device_info(device: torch.device, dtype: torch.dtype) -> dict:
 
 
 def message_bytes(job: JobLayout, dtype: torch.dtype, hidden: bool) -> int:
-    """Bytes of one hidden-state (or returned velocity) message, for the performance model's transfer costs."""
-    geo = job.geometry
-    h, w = job.latent_hw
-    if hidden:
-        tokens = geo.window_latents * job.tokens_per_frame
-        rows = len(job.micro_batches[0])  # rows per message (one with cfg_split)
-        size = rows * tokens * job.info.hidden_dim * torch.finfo(dtype).bits // 8
-        if job.av is not None:
-            from dualpar.av_runner import audio_branch_config
-
-            size += rows * job.av.slots * audio_branch_config(job).dim * torch.finfo(dtype).bits // 8
-        return size
-    size = int(job.info.transformer["out_channels"]) * geo.window_latents * h * w * 4
+    """Bytes of one hidden-state (or returned velocity) message, for the performance model's transfer costs:
+    the runner's own message layouts (`StageRunner.message_specs`), so the two never disagree."""
     if job.av is not None:
-        size += job.av.codec.latent_channels * job.av.slots * 4
-    return size
+        from dualpar.av_runner import AVStageRunner as runner
+    else:
+        from dualpar.runner import StageRunner as runner
+    specs = runner.message_specs(job, dtype)[0 if hidden else 1]
+    return sum(math.prod(s.shape) * torch.finfo(s.dtype).bits // 8 for s in specs)
 
 
 def build_report(facts: RenderFacts) -> dict:

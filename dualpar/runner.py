@@ -20,24 +20,25 @@ import torch
 
 from dualpar.attention.base import AttnCall
 from dualpar.job import JobLayout
-from dualpar.models.wan import PassContext, WanStage
+from dualpar.models.adapter import BackboneStage, PassContext
 from dualpar.schedule.blockwise import WorkItem
 from dualpar.timeline import Timeline
 from dualpar.transport.base import Message, TensorSpec
 
 
 class StageRunner:
-    """Runs block passes through one WanStage, or through the one of two experts each pass selects."""
+    """Runs block passes through one backbone stage (`BackboneStage`), or through the one of two experts each
+    pass selects."""
 
     def __init__(
         self,
-        stage: WanStage,
+        stage: BackboneStage,
         job: JobLayout,
         text_embeds_NLD: torch.Tensor,
         timesteps: torch.Tensor,
         dtype: torch.dtype,
         device: torch.device,
-        low_noise: WanStage | None = None,
+        low_noise: BackboneStage | None = None,
     ):
         self.stage = stage  # the (high-noise) expert: shapes and roles are the same for both
         self.experts = (stage,) if low_noise is None else (stage, low_noise)
@@ -68,19 +69,25 @@ class StageRunner:
         """Rows per message (all guidance branches, or one with cfg_split)."""
         return len(self.parts[0])
 
+    @classmethod
+    def message_specs(cls, job: JobLayout, dtype: torch.dtype) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """(hidden-state message, returned output message) layouts of `job`, static for the whole job: the one
+        source of the transport's buffers and of the report's message sizes. Hidden states: [rows, (P+C)*tpf, D]
+        in the model dtype; output: the own frames' guided output padded to P+C frames (block 0's size), float32."""
+        rows = len(job.micro_batches[0])  # rows per message (one with cfg_split)
+        frames = job.geometry.window_latents
+        h, w = job.latent_hw
+        hidden = TensorSpec((rows, frames * job.tokens_per_frame, job.info.hidden_dim), dtype)
+        output = TensorSpec((1, int(job.info.transformer["out_channels"]), frames, h, w), torch.float32)
+        return (hidden,), (output,)
+
     def hidden_spec(self) -> tuple[TensorSpec, ...]:
         """Layout of the hidden-state messages between stages (static for the whole job)."""
-        shape = (self.batch, self.q_grid[0] * self.job.tokens_per_frame, self.stage_width)
-        return (TensorSpec(shape, self.dtype),)
-
-    @property
-    def stage_width(self) -> int:
-        return self.job.info.hidden_dim
+        return self.message_specs(self.job, self.dtype)[0]
 
     def output_spec(self) -> tuple[TensorSpec, ...]:
         """Layout of the returned own-frame output (block 0's P+C frames is the largest), float32."""
-        h, w = self.job.latent_hw
-        return (TensorSpec((1, int(self.job.info.transformer["out_channels"]), self.q_grid[0], h, w), torch.float32),)
+        return self.message_specs(self.job, self.dtype)[1]
 
     def pad_output(self, out: Message) -> Message:
         """The last stage's output padded to the static `output_spec` (frames axis 2)."""
@@ -90,7 +97,7 @@ class StageRunner:
         """Inverse of `pad_output` on stage 0: the block's own frames only."""
         return (out[0][:, :, : len(self.job.geometry.own_range(item.block))],)
 
-    def expert(self, item: WorkItem) -> WanStage:
+    def expert(self, item: WorkItem) -> BackboneStage:
         """The expert that runs `item` (its block's timestep against the boundary)."""
         return self.experts[self.expert_of_step[item.step]]
 
@@ -144,6 +151,7 @@ class StageRunner:
     def begin_pass(self, item: WorkItem, part: int) -> None:
         if not item.has_right and part == 0:  # the tail opens an iteration: the feature cache starts empty
             for stage in self.experts:
+                stage.reset_cache()  # nothing of an earlier iteration is ever read (docs/algorithm.md)
                 for proc in stage.processors:
                     proc.backend.begin_iteration()
 
@@ -178,14 +186,14 @@ class StageRunner:
         self._stash.clear()
         return rows
 
-    def embed_video(self, window_1CFHW: torch.Tensor, stage: WanStage | None = None) -> torch.Tensor:
+    def embed_video(self, window_1CFHW: torch.Tensor, stage: BackboneStage | None = None) -> torch.Tensor:
         """Patch-embed the window once and share it by every row: the rows' inputs are identical, and a
         Conv3d's result depends on its batch size (oneDNN picks kernels by shape), which would make
         `cfg_split` on and off differ in the last bits."""
         window = window_1CFHW.to(device=self.device, dtype=self.dtype)
         return (stage if stage is not None else self.stage).embed(window).expand(self.batch, -1, -1).contiguous()
 
-    def video_head(self, hidden: torch.Tensor, temb: torch.Tensor, stage: WanStage | None = None) -> torch.Tensor:
+    def video_head(self, hidden: torch.Tensor, temb: torch.Tensor, stage: BackboneStage | None = None) -> torch.Tensor:
         return (stage if stage is not None else self.stage).head(hidden, temb, (self.q_grid[0], *self.job.latent_hw))
 
     def video_output(self, item: WorkItem, out: torch.Tensor, sync_scale: float | None = None) -> torch.Tensor:

@@ -11,11 +11,14 @@ Legend: B batch, H heads, Q queries, K keys, D head dim; the dispatch takes [B, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 import torch
 
 from dualpar.attention.base import AttnCall, AttnStats
+from dualpar.attention.config import AttentionConfig
 
 DEFAULT_KERNEL = "native"
 # Kernels that run on a CPU (the others need CUDA, or in diffusers' case raise there).
@@ -105,3 +108,8 @@ class DenseAttention:
 
     def stats(self) -> AttnStats:
         return self._stats
+
+
+def build(cfg: AttentionConfig | Mapping[str, Any] | None = None) -> DenseAttention:
+    """Registry factory, like every other backend's: dense attention with the kernel `cfg.kernel` names."""
+    return DenseAttention(AttentionConfig.from_mapping(cfg).kernel)

@@ -6,19 +6,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dualpar.attention.base import AttentionBackend
+from dualpar.attention.config import AttentionConfig
+from dualpar.attention.registry import build_backend
 
 
 def attention_factory(attention: Mapping[str, Any]) -> Callable[[int], AttentionBackend]:
-    """`attention.backend` picks the backend, `attention.kernel` the dense kernel; the other keys are the
-    backend's options (dualpar.attention.config)."""
-    name = str(attention.get("backend", "dense"))
-    if name == "dense":
-        from dualpar.attention.dense import DEFAULT_KERNEL, DenseAttention
-
-        kernel = str(attention.get("kernel", DEFAULT_KERNEL))
-        return lambda layer: DenseAttention(kernel)
-    from dualpar.attention.config import AttentionConfig
-    from dualpar.attention.registry import build_backend
-
+    """`attention.backend` picks the backend from the registry (dense included: `attention.kernel` is its
+    option), the other keys are the backend's options (dualpar.attention.config)."""
     cfg = AttentionConfig.from_mapping(attention)
-    return lambda layer: build_backend(name, cfg)
+    return lambda layer: build_backend(cfg.backend, cfg)

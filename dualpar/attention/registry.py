@@ -10,7 +10,7 @@ from dualpar.attention.base import AttentionBackend
 
 # name -> "module:factory"; a factory takes the attention config (a mapping or dataclass) and returns a backend.
 _BACKENDS: dict[str, str] = {
-    "dense": "dualpar.attention.dense:DenseAttention",
+    "dense": "dualpar.attention.dense:build",
     "clustered": "dualpar.attention.clustered:build",
     "sliding_tile": "dualpar.attention.sliding_tile:build",
 }
@@ -31,6 +31,4 @@ def build_backend(name: str, cfg: Any = None) -> AttentionBackend:
         raise ValueError(f"attention={name!r} is unknown; choose one of {', '.join(available_backends())}")
     module_name, factory_name = _BACKENDS[name].split(":")
     factory: Callable[..., AttentionBackend] = getattr(importlib.import_module(module_name), factory_name)
-    if name == "dense":
-        return factory(getattr(cfg, "kernel", None) or (cfg or {}).get("kernel", "native"))
     return factory(cfg)

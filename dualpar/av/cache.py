@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dualpar.av.rope import rotate
+from dualpar.models.rope import apply_rope
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,9 @@ class CacheContext:
     use: bool = True
 
 
-def extend_kv(ctx: CacheContext | None, k_BSE: torch.Tensor, v_BSE: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def extend_kv(
+    ctx: CacheContext | None, k_BSE: torch.Tensor, v_BSE: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Keys/values of this call followed by the cached ones, their validity mask, and the cache refilled."""
     if ctx is None:
         return k_BSE, v_BSE, None
@@ -92,15 +93,21 @@ def extend_kv(ctx: CacheContext | None, k_BSE: torch.Tensor, v_BSE: torch.Tensor
     return k, v, valid
 
 
-def attend(q_BSHD: torch.Tensor, k_BSHD: torch.Tensor, v_BSHD: torch.Tensor,
-           valid_S: torch.Tensor | None) -> torch.Tensor:
+def attend(
+    q_BSHD: torch.Tensor, k_BSHD: torch.Tensor, v_BSHD: torch.Tensor, valid_S: torch.Tensor | None
+) -> torch.Tensor:
     """SDPA in [B, S, H, D] layout (as diffusers' native backend calls it); invalid keys are masked."""
     mask = None
     if valid_S is not None:
         mask = valid_S.to(q_BSHD.device)[None, None, None, :]
-    out = F.scaled_dot_product_attention(q_BSHD.permute(0, 2, 1, 3), k_BSHD.permute(0, 2, 1, 3),
-                                         v_BSHD.permute(0, 2, 1, 3), attn_mask=mask, dropout_p=0.0,
-                                         is_causal=False)
+    out = F.scaled_dot_product_attention(
+        q_BSHD.permute(0, 2, 1, 3),
+        k_BSHD.permute(0, 2, 1, 3),
+        v_BSHD.permute(0, 2, 1, 3),
+        attn_mask=mask,
+        dropout_p=0.0,
+        is_causal=False,
+    )
     return out.permute(0, 2, 1, 3)
 
 
@@ -114,9 +121,14 @@ class CachedSelfAttnProcessor:
     def __init__(self) -> None:
         self.context: CacheContext | None = None
 
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None,
-                 rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("CachedSelfAttnProcessor is for self-attention without a mask")
         if getattr(attn, "fused_projections", False):
@@ -128,8 +140,6 @@ class CachedSelfAttnProcessor:
         q, k, v = (t.unflatten(2, (attn.heads, -1)) for t in (q, k, v))
         if rotary_emb is not None:
             cos, sin = rotary_emb[0][0, :, 0], rotary_emb[1][0, :, 0]
-            if cos.shape[0] < k.shape[1]:
-                raise ValueError(f"rotary table has {cos.shape[0]} rows for {k.shape[1]} keys")
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = attend(q, k, v, valid).flatten(2, 3).type_as(q)
         return attn.to_out[1](attn.to_out[0](out))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dualpar.models.rope import apply_rope
+
 
 def temporal_dims(head_dim: int) -> int:
     """Width of Wan's temporal RoPE sub-band (the first dims of every head)."""
@@ -36,22 +38,6 @@ def time_rope_tables(u_L: torch.Tensor, head_dim: int, theta: float = 10000.0) -
     return cos, sin
 
 
-def rotate(x_BSHD: torch.Tensor, cos_LD: torch.Tensor, sin_LD: torch.Tensor, repeat: int = 1) -> torch.Tensor:
-    """Wan's `apply_rotary_emb` arithmetic with each position shared by `repeat` consecutive tokens."""
-    b, s, h, d = x_BSHD.shape
-    if s % repeat:
-        raise ValueError(f"{s} tokens are not a multiple of {repeat} tokens per position")
-    n = s // repeat
-    cos = cos_LD[:n, None, None, 0::2].to(x_BSHD.device)  # [n, 1, 1, D/2]
-    sin = sin_LD[:n, None, None, 1::2].to(x_BSHD.device)
-    x_BNRHD = x_BSHD.view(b, n, repeat, h, d)
-    x1, x2 = x_BNRHD.unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.empty_like(x_BNRHD)
-    out[..., 0::2] = x1 * cos - x2 * sin
-    out[..., 1::2] = x1 * sin + x2 * cos
-    return out.view(b, s, h, d).type_as(x_BSHD)
-
-
 @dataclass(frozen=True)
 class TimeRope:
     """A temporal-only RoPE table for a token sequence (window tokens first, cached tokens after).
@@ -64,8 +50,9 @@ class TimeRope:
     repeat: int = 1
 
     @classmethod
-    def from_positions(cls, u_L: torch.Tensor, head_dim: int, repeat: int = 1,
-                       device: torch.device | str | None = None) -> TimeRope:
+    def from_positions(
+        cls, u_L: torch.Tensor, head_dim: int, repeat: int = 1, device: torch.device | str | None = None
+    ) -> TimeRope:
         cos, sin = time_rope_tables(u_L, head_dim)
         return cls(cos.to(device), sin.to(device), repeat)
 
@@ -76,7 +63,7 @@ class TimeRope:
     def __call__(self, x_BSHD: torch.Tensor) -> torch.Tensor:
         if x_BSHD.shape[1] > self.tokens:
             raise ValueError(f"{x_BSHD.shape[1]} tokens but the table covers {self.tokens}")
-        return rotate(x_BSHD, self.cos_LD, self.sin_LD, self.repeat)
+        return apply_rope(x_BSHD, self.cos_LD, self.sin_LD, self.repeat)
 
     def wan_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) as [1, S, 1, D] for diffusers' Wan attention processors (repeat expanded)."""

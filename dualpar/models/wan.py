@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from diffusers.models.transformers.transformer_wan import (
@@ -27,29 +26,8 @@ from diffusers.models.transformers.transformer_wan import (
 from torch import nn
 
 from dualpar.attention.base import AttentionBackend, AttnCall
-
-
-@dataclass
-class PassContext:
-    """What one block pass tells every self-attention layer of a stage (set before the layers run)."""
-
-    rope_q: tuple[torch.Tensor, torch.Tensor]  # cos/sin for the window's queries [1, S, 1, E]
-    rope_k: tuple[torch.Tensor, torch.Tensor]  # cos/sin for keys incl. cached frames [1, K, 1, E]
-    use_cache: bool  # append the cached right-neighbour K/V
-    capture: slice | None  # token rows whose raw K/V become the cache for the next pass
-    call: AttnCall  # plan coordinates for the attention backend (layer filled per processor)
-    cache_key: str = "cond+uncond"  # one cache per micro-batch kind (cfg_split keeps cond and uncond apart)
-
-
-def _apply_rope(x_BSHE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """diffusers' Wan rotary embedding arithmetic, always in fp32: bf16 inputs are upcast exactly (what type
-    promotion against fp32 tables did before), and float64 tables never make fp64 temporaries (slow on GPUs)."""
-    x1, x2 = x_BSHE.float().unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = cos[..., 0::2].float(), sin[..., 1::2].float()
-    out = torch.empty(x_BSHE.shape, dtype=torch.float32, device=x_BSHE.device)
-    out[..., 0::2] = x1 * cos - x2 * sin
-    out[..., 1::2] = x1 * sin + x2 * cos
-    return out.type_as(x_BSHE)
+from dualpar.models.adapter import PassContext
+from dualpar.models.rope import apply_rope
 
 
 class WindowAttnProcessor:
@@ -80,9 +58,9 @@ class WindowAttnProcessor:
             v_BSD = torch.cat([v_BSD, cached[1]], dim=1)
         q_BSD = attn.norm_q(q_BSD)
         k_BSD = attn.norm_k(k_BSD)
-        q_BSHE = _apply_rope(q_BSD.unflatten(2, (attn.heads, -1)), *ctx.rope_q)
+        q_BSHE = apply_rope(q_BSD.unflatten(2, (attn.heads, -1)), ctx.rope_q[0][0, :, 0], ctx.rope_q[1][0, :, 0])
         n_keys = k_BSD.shape[1]
-        k_BSHE = _apply_rope(k_BSD.unflatten(2, (attn.heads, -1)), ctx.rope_k[0][:, :n_keys], ctx.rope_k[1][:, :n_keys])
+        k_BSHE = apply_rope(k_BSD.unflatten(2, (attn.heads, -1)), ctx.rope_k[0][0, :, 0], ctx.rope_k[1][0, :, 0])
         v_BSHE = v_BSD.unflatten(2, (attn.heads, -1))
         call = AttnCall(
             layer=self.layer,

@@ -10,9 +10,10 @@ from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnP
 
 from dualpar.av.cache import CacheContext, CachedSelfAttnProcessor, FeatureCache
 from dualpar.av.fusion import TimeCrossAttention
-from dualpar.av.rope import TimeRope, rotate, temporal_dims, time_rope_tables
+from dualpar.av.rope import TimeRope, temporal_dims, time_rope_tables
 from dualpar.av.timegrid import TimeGrid
 from dualpar.av.window import av_window
+from dualpar.models.rope import apply_rope
 from dualpar.schedule.blockwise import BlockGeometry
 
 torch.set_num_threads(1)
@@ -36,8 +37,8 @@ def similarity(u_q: torch.Tensor, u_k: torch.Tensor) -> torch.Tensor:
     x = torch.ones(1, 1, 1, HEAD_DIM, dtype=torch.float64)
     cq, sq = time_rope_tables(u_q, HEAD_DIM)
     ck, sk = time_rope_tables(u_k, HEAD_DIM)
-    q = rotate(x.expand(1, len(u_q), 1, HEAD_DIM).clone(), cq.double(), sq.double())[0, :, 0]
-    k = rotate(x.expand(1, len(u_k), 1, HEAD_DIM).clone(), ck.double(), sk.double())[0, :, 0]
+    q = apply_rope(x.expand(1, len(u_q), 1, HEAD_DIM).clone(), cq.double(), sq.double())[0, :, 0]
+    k = apply_rope(x.expand(1, len(u_k), 1, HEAD_DIM).clone(), ck.double(), sk.double())[0, :, 0]
     return q @ k.T
 
 
