@@ -54,7 +54,7 @@ def test_single_process_resume_equals_uninterrupted(
     out = tmp_path / phase
     kill = [f"checkpoint.every={every}", "debug.kill_rank=0", f"debug.kill_at_iteration={kill_at}"]
     _crash_in_process(monkeypatch, out, kill)
-    ckpt = checkpoint_dir(prepare(compose([f"output.dir={out}", *BASE]))[0])
+    ckpt = checkpoint_dir(prepare(compose([f"output.dir={out}", *BASE, "resume=true"]))[0])  # unfinished: resume
     assert latest_checkpoint(ckpt).iteration == resumed_from
     assert not list(ckpt.glob("*.tmp"))
     report = render(out, [*BASE, *kill, "resume=true"])  # the kill marker keeps it from firing again
