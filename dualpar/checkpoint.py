@@ -99,6 +99,8 @@ def resume_command(extra: str = "resume=true") -> str:
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     if name not in ("dualpar", "cli.py", "__main__.py"):
         return f"the same command plus {extra}"
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank of torchrun: its command line is not this process's
+        return f"the same torchrun command plus {extra}"
     prog = ["dualpar"] if name == "dualpar" else [sys.executable, "-m", "dualpar"]
     args = [a for a in sys.argv[1:] if not a.startswith(("resume=", "output.overwrite=", extra.split("=")[0]))]
     return shlex.join([*prog, *args, extra])
@@ -396,6 +398,13 @@ class StopRequest:
 
     def consume(self) -> None:
         self.stop_file.unlink(missing_ok=True)
+
+    def peer_left(self, err: BaseException) -> BaseException:
+        """What a relay raises when a peer left: after a stop signal stage 0 has checkpointed and gone, so the
+        relay leaves quietly with the signal's exit code; otherwise the peer's failure stands."""
+        if self.signal_name is None:
+            return err
+        return SystemExit(128 + int(signal.Signals[self.signal_name]))
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal_name is not None:

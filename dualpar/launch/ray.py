@@ -13,10 +13,13 @@ equals an uninterrupted run. The driver process holds the job's directory lock t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +134,7 @@ class RayRun:
         self.ckpt_dir = checkpoint_dir(cfg)
         self.attempts: list[dict[str, Any]] = []
         self.stopping = False
+        self.signal_name: str | None = None  # the signal that asked this run to stop, if one did
         self.bundle = stage_bundle(cfg)
         self.strategy = _strategy(cfg, self.bundle)
 
@@ -145,9 +149,35 @@ class RayRun:
         (self.ckpt_dir / STOP_FILE).touch()
 
     def run(self) -> dict:
-        """Run to the end (restarting as needed) while holding the job's directory lock."""
-        with run_lock(self.cfg):
-            return self._run()
+        """Run to the end (restarting as needed) while holding the job's directory lock. Run from the main thread
+        (the `dualpar` command), SIGTERM/SIGINT become a stop request: stage 0 checkpoints at the next iteration
+        boundary and the run ends with Interrupted naming the signal; a second signal tears the group down."""
+        with run_lock(self.cfg), self._signals_request_stop():
+            try:
+                return self._run()
+            except Interrupted as stop:
+                if self.signal_name is not None and stop.reason != self.signal_name:
+                    raise Interrupted(stop.iteration, self.signal_name, stop.path) from None
+                raise
+
+    @contextlib.contextmanager
+    def _signals_request_stop(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # under the job driver, which owns the signals and calls request_stop itself
+            return
+
+        def handle(signum: int, frame: Any) -> None:
+            if self.signal_name is not None:
+                raise KeyboardInterrupt  # a second signal: stop now (the group is torn down)
+            self.signal_name = signal.Signals(signum).name
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _run(self) -> dict:
         cfg = self.cfg

@@ -32,6 +32,7 @@ from dualpar.checkpoint import (
 )
 from dualpar.config import EngineConfig
 from dualpar.engine import IterationHooks, PipelineEngine, Stage0Result
+from dualpar.errors import PeerError
 from dualpar.job import JobLayout
 from dualpar.models.loader import build_experts, load_codec, load_prompt_encoder, load_scheduler, pick_dtype
 from dualpar.models.registry import read_model_info
@@ -90,7 +91,7 @@ def worker_main(ctx: WorkerContext, cfg: EngineConfig) -> dict:
         report = _run(run)
         done = True
         return report
-    except Interrupted:  # a requested stop: stage 0 checkpointed; the relays leave on their own
+    except (Interrupted, SystemExit):  # a requested stop: stage 0 checkpointed; the relays leave on their own
         raise
     except BaseException as err:
         link.fail(err)
@@ -108,7 +109,10 @@ def _run(run: RankRun) -> dict:
     if not ctx.is_first:
         engine.hooks = IterationHooks(on_iteration=FaultInjector(cfg, ctx.rank))
         with stop:
-            engine.run_relay()
+            try:
+                engine.run_relay()
+            except PeerError as err:
+                raise stop.peer_left(err) from None
         _gather(run, stage_stats(engine) | run.startup)
         return {"rank": ctx.rank}
     return _run_stage0(run, engine, scheduler, ref, stop)
