@@ -59,8 +59,13 @@ class BlockQueue:
         prediction: str = "flow",
         x0_min_t: float = 0.05,
         device: torch.device | str = "cpu",
+        first_frame: torch.Tensor | None = None,
     ):
         self.device = torch.device(device)
+        # image= (Wan2.2 TI2V-5B): the condition latent [1, C_lat, 1, h, w] that stands for latent frame 0 in
+        # block 0's windows and in its finished latents (dualpar.models.conditioning); derived from the image
+        # again on a resume, never checkpointed
+        self.first_frame = None if first_frame is None else first_frame.to(self.device, torch.float32)
         self.geometry = geometry
         self.noise = noise
         self.template = copy.deepcopy(scheduler_template)
@@ -108,7 +113,14 @@ class BlockQueue:
     def finish(self, block: int) -> tuple[torch.Tensor, ...]:
         """The finished block's final latents; its state stays as left context until its successor leaves."""
         self.blocks.pop(block - 1, None)
-        return (self.blocks[block].latents,)
+        return (self.with_first_frame(block, self.blocks[block].latents),)
+
+    def with_first_frame(self, block: int, own: torch.Tensor) -> torch.Tensor:
+        """Block `block`'s own latents with latent frame 0 replaced by the image condition (block 0 only), as
+        WanImageToVideoPipeline's `(1 - mask) * condition + mask * latents`."""
+        if block != 0 or self.first_frame is None:
+            return own
+        return torch.cat([self.first_frame.to(own.dtype), own[:, :, 1:]], dim=2)
 
     def left_version(self, item: WorkItem) -> int:
         """How many updates the left neighbour's context has in `item`'s window (`ahead`: one more)."""
@@ -116,7 +128,7 @@ class BlockQueue:
 
     def window(self, item: WorkItem) -> tuple[torch.Tensor, ...]:
         """([1, C_lat, P+C, h, w],): the window for `item` (block 0: its own P+C frames)."""
-        own = self.blocks[item.block].version(item.step)
+        own = self.with_first_frame(item.block, self.blocks[item.block].version(item.step))
         c = self.geometry.context_latents
         if item.block == 0 or c == 0:
             return (own,)

@@ -36,7 +36,7 @@ class PromptSegment:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "tiny"  # preset: tiny | small | toyworld | wan2.1-t2v-1.3b | wan2.1-t2v-14b
+    name: str = "tiny"  # preset: tiny | small | toyworld | wan2.1-t2v-1.3b | wan2.1-t2v-14b | wan2.2-* (registry)
     path: str | None = None  # local diffusers directory; required for real Wan presets
     dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
@@ -123,6 +123,7 @@ class EngineConfig:
     height: int | None = None
     width: int | None = None
     seed: int = 0
+    image: str | None = None  # png/jpg the video starts from (Wan2.2 TI2V-5B: block 0's first-frame latent)
     launcher: str = "local"
     plan_only: bool = False  # print the validated plan and exit 0
     resume: bool | str = False  # true: continue from the latest checkpoint; auto: if one exists; false: fresh

@@ -21,6 +21,7 @@ import torch
 from dualpar.attention.base import AttnCall
 from dualpar.job import JobLayout
 from dualpar.models.adapter import BackboneStage, PassContext
+from dualpar.models.conditioning import first_frame_timesteps
 from dualpar.schedule.blockwise import WorkItem
 from dualpar.timeline import Timeline
 from dualpar.transport.base import Message, TensorSpec
@@ -60,6 +61,8 @@ class StageRunner:
         self.rope_q = tuple(t.to(device) for t in stage.rope_tables(geo.window_latents, h, w))
         self.rope_k = tuple(t.to(device) for t in stage.rope_tables(geo.window_latents + geo.context_latents, h, w))
         self.use_cache = job.cfg.schedule.feature_cache and geo.context_latents > 0
+        # image= on Wan2.2 TI2V-5B: block 0's first latent frame is the condition, its tokens at timestep 0
+        self.condition_tokens = job.tokens_per_frame if job.cfg.image is not None and job.info.expand_timesteps else 0
         self.parts = job.micro_batches
         self.timeline: Timeline | None = None  # set by the engine: nested spans per pass
         self._stash: list[Message] = []  # last stage: raw head outputs of a pass's earlier micro-batches
@@ -146,7 +149,12 @@ class StageRunner:
         """(text embeddings [B, L, D], timestep [B]) of micro-batch `part`'s rows."""
         texts = dict(zip(self.job.branches, self.job.branch_texts(item.block)))
         rows = [texts[b] for b in self.parts[part]]
-        return self.text_embeds[rows], self.timesteps[item.step].expand(len(rows)).to(self.device)
+        t = self.timesteps[item.step]
+        if item.block == 0 and self.condition_tokens:
+            tokens = self.job.geometry.window_latents * self.job.tokens_per_frame
+            timestep = first_frame_timesteps(t, len(rows), tokens, self.condition_tokens)
+            return self.text_embeds[rows], timestep.to(self.device)
+        return self.text_embeds[rows], t.expand(len(rows)).to(self.device)
 
     def begin_pass(self, item: WorkItem, part: int) -> None:
         if not item.has_right and part == 0:  # the tail opens an iteration: the feature cache starts empty

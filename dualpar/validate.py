@@ -88,6 +88,7 @@ def validate_config(cfg: EngineConfig, info: ModelInfo) -> None:
     _check_environment(cfg, info)
     _check_geometry(cfg, info)
     _check_prompt(cfg)
+    _check_image(cfg, info)
     _check_schedule(cfg, info)
     _check_parallel(cfg, info)
     ref = _check_restart(cfg, info)
@@ -210,6 +211,23 @@ def _check_prompt(cfg: EngineConfig) -> None:
             f"is {frames[-1]}, past the video's {cfg.frames} frames",
             f"use a frame below {cfg.frames}",
         )
+
+
+def _check_image(cfg: EngineConfig, info: ModelInfo) -> None:
+    """`image=`: a model that conditions on a first frame, and a file that opens as an image."""
+    if cfg.image is None:
+        return
+    from dualpar.models.conditioning import image_problem, takes_image
+
+    if not takes_image(info) or cfg.job != "video":
+        raise ConfigError(
+            "image",
+            f"is set but model {info.name!r} (job={cfg.job}) cannot condition on an image",
+            "use a Wan2.2 TI2V-5B directory (model_index.json expand_timesteps) with job=video, or drop image=",
+        )
+    problem = image_problem(cfg.image)
+    if problem is not None:
+        raise ConfigError("image", problem, "give a readable png or jpg file")
 
 
 def _check_geometry(cfg: EngineConfig, info: ModelInfo) -> None:

@@ -251,7 +251,13 @@ def _block_queue(job: JobLayout, scheduler, device: torch.device) -> BlockQueue:
         from dualpar.av.queue import AVBlockQueue
 
         return AVBlockQueue.for_job(job, scheduler, device, layout=job.av, seed=job.cfg.seed)
-    return BlockQueue.for_job(job, scheduler, device)
+    first_frame = None
+    if job.cfg.image is not None:  # image= (Wan2.2 TI2V-5B): block 0's first-frame latent, from the file each run
+        from dualpar.models.conditioning import first_frame_latent
+
+        assert job.cfg.height is not None and job.cfg.width is not None
+        first_frame = first_frame_latent(job.info, job.cfg.image, job.cfg.height, job.cfg.width)
+    return BlockQueue.for_job(job, scheduler, device, first_frame=first_frame)
 
 
 def _restart_point(cfg: EngineConfig) -> CheckpointRef | None:

@@ -49,6 +49,9 @@ class ModelInfo:
     # switches at boundary_ratio x num_train_timesteps (dualpar.models.support).
     experts: tuple[str, ...] = ("transformer",)
     boundary_ratio: float | None = None
+    # Wan2.2 TI2V-5B (model_index.json expand_timesteps): per-token timesteps, so `image=` conditions latent
+    # frame 0 with the first-frame latent at timestep 0 (dualpar.models.conditioning).
+    expand_timesteps: bool = False
 
     @property
     def num_experts(self) -> int:
@@ -120,6 +123,7 @@ WAN_PRESETS = {
     "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
     "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
     "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+    "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
 }
 BUILTIN_PRESETS = ("tiny", "small")
 PACKAGED_PRESETS = ("toyworld",)
@@ -250,6 +254,7 @@ def _read_directory_info(name: str, root: Path, key: str) -> ModelInfo:
         defaults=defaults,
         experts=experts.folders,
         boundary_ratio=experts.boundary_ratio,
+        expand_timesteps=bool(index.get("expand_timesteps")),
     )
 
 
@@ -259,7 +264,16 @@ _WAN_SIZES = {
     "wan2.1-t2v-1.3b": {"num_layers": 30, "num_attention_heads": 12, "ffn_dim": 8960},
     "wan2.1-t2v-14b": {"num_layers": 40, "num_attention_heads": 40, "ffn_dim": 13824},
     "wan2.2-t2v-a14b": {"num_layers": 40, "num_attention_heads": 40, "ffn_dim": 13824},  # each of two experts
+    "wan2.2-ti2v-5b": {
+        "num_layers": 30,
+        "num_attention_heads": 24,
+        "ffn_dim": 14336,
+        "in_channels": 48,
+        "out_channels": 48,
+    },
 }
+# TI2V-5B: the 48-channel VAE (4x16x16 with its patch size 2) and per-token timesteps (model_index.json)
+_WAN_TI2V_VAE = {"z_dim": 48, "patch_size": 2}
 _WAN_BOUNDARY = {"wan2.2-t2v-a14b": 0.875}  # published model_index.json boundary_ratio of the two-expert presets
 _WAN_TRANSFORMER = {
     "_class_name": "WanTransformer3DModel",
@@ -283,7 +297,7 @@ def wan_plan_info(name: str) -> ModelInfo:
         name=name,
         path=None,
         transformer=transformer,
-        codec=_wan_vae_codec({}),
+        codec=_wan_vae_codec(_WAN_TI2V_VAE if name == "wan2.2-ti2v-5b" else {}),
         scheduler_class="UniPCMultistepScheduler",
         scheduler_config=dict(tiny.TINY_SCHEDULER),
         components={
@@ -298,6 +312,7 @@ def wan_plan_info(name: str) -> ModelInfo:
         defaults=dict(_WAN_DEFAULTS),
         experts=("transformer", "transformer_2") if name in _WAN_BOUNDARY else ("transformer",),
         boundary_ratio=_WAN_BOUNDARY.get(name),
+        expand_timesteps=name == "wan2.2-ti2v-5b",
     )
 
 

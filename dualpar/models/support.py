@@ -5,8 +5,10 @@ per-token timestep expansion, image conditioning, SkyReels-V2 diffusion forcing,
 would otherwise load and render the wrong video silently. `check_supported` refuses it with a ConfigError
 naming `model.path`, what is unsupported and what would be needed; the CLI exits 2.
 
-What it accepts: Wan2.1 text-to-video (one `transformer`) and Wan2.2 A14B text-to-video (`transformer` for
-timesteps >= boundary_ratio x num_train_timesteps, `transformer_2` below, as diffusers' WanPipeline does).
+What it accepts: Wan2.1 text-to-video (one `transformer`), Wan2.2 A14B text-to-video (`transformer` for
+timesteps >= boundary_ratio x num_train_timesteps, `transformer_2` below, as diffusers' WanPipeline does) and
+Wan2.2 TI2V-5B (`expand_timesteps`: the 48-channel VAE with 4x16x16 compression; text-to-video, or
+image-to-video through its first-frame latent, dualpar.models.conditioning).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def check_supported(
     if pipeline in KNOWN_UNSUPPORTED:
         raise _refuse(
             f"the directory is a {pipeline} ({KNOWN_UNSUPPORTED[pipeline]}), which the engine does not run",
-            "use a text-to-video WanPipeline directory (Wan2.1 T2V, or Wan2.2 T2V-A14B)",
+            "use a WanPipeline directory (Wan2.1 T2V, Wan2.2 T2V-A14B, or Wan2.2 TI2V-5B with image=)",
         )
     if pipeline not in SUPPORTED_PIPELINES:
         raise _refuse(
@@ -82,16 +84,10 @@ def check_supported(
             "model_index.json names an image_encoder (image-to-video); image conditioning is not implemented",
             "use a text-to-video directory",
         )
-    if index.get("expand_timesteps"):
-        raise _refuse(
-            "model_index.json sets expand_timesteps (Wan2.2 TI2V-5B: per-token timesteps, 48-channel VAE), "
-            "which the engine does not implement",
-            "use Wan2.1 T2V or Wan2.2 T2V-A14B",
-        )
     for folder, config in transformers.items():
         _check_transformer(folder, config)
     if vae is not None:
-        _check_vae(vae)
+        _check_vae(vae, transformers.get("transformer", {}))
     return _experts(index, transformers)
 
 
@@ -117,17 +113,17 @@ def _check_transformer(folder: str, config: dict[str, Any]) -> None:
         )
 
 
-def _check_vae(vae: dict[str, Any]) -> None:
+def _check_vae(vae: dict[str, Any], transformer: dict[str, Any]) -> None:
     if vae.get("_class_name") != "AutoencoderKLWan":
         raise _refuse(
             f"vae is {vae.get('_class_name')!r}; the engine streams only AutoencoderKLWan",
             "use a Wan directory with its AutoencoderKLWan",
         )
-    if int(vae.get("z_dim", 16)) != 16 or vae.get("is_residual") or int(vae.get("patch_size") or 1) != 1:
+    z_dim, channels = int(vae.get("z_dim", 16)), int(transformer.get("out_channels", 16))
+    if z_dim != channels:
         raise _refuse(
-            f"vae has z_dim {vae.get('z_dim')} (the Wan2.2 TI2V-5B VAE: 48 channels, 4x16x16 compression), "
-            "which the engine does not implement",
-            "use Wan2.1 T2V or Wan2.2 T2V-A14B (16-channel Wan VAE)",
+            f"vae has z_dim {z_dim} but the transformer predicts {channels} latent channels",
+            "use the VAE of the same checkpoint (Wan2.1/A14B: 16 channels; Wan2.2 TI2V-5B: 48)",
         )
 
 

@@ -142,7 +142,14 @@ class WanStage(nn.Module):
             block.compile(**options)
 
     def conditions(self, timestep_B: torch.Tensor, text_BLD: torch.Tensor):
-        """(temb, timestep_proj [B, 6, D], projected text) exactly as WanTransformer3DModel.forward."""
+        """(temb, timestep_proj [B, 6, D], projected text) exactly as WanTransformer3DModel.forward; per-token
+        timesteps [B, S] (Wan2.2 TI2V-5B) give temb [B, S, D] and timestep_proj [B, S, 6, D]."""
+        if timestep_B.ndim == 2:
+            seq = timestep_B.shape[1]
+            temb, timestep_proj, text_proj, _ = self.condition_embedder(
+                timestep_B.flatten(), text_BLD, None, timestep_seq_len=seq
+            )
+            return temb, timestep_proj.unflatten(2, (6, -1)), text_proj
         temb, timestep_proj, text_proj, _ = self.condition_embedder(timestep_B, text_BLD, None, timestep_seq_len=None)
         return temb, timestep_proj.unflatten(1, (6, -1)), text_proj
 
@@ -174,7 +181,12 @@ class WanStage(nn.Module):
 
     def head(self, hidden_BSD: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """Output norm, projection and unpatchify -> [B, C_lat, F, h, w] (model dtype)."""
-        shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        table = self.scale_shift_table.to(temb.device)
+        if temb.ndim == 3:  # per-token timesteps: [B, S, D] (as WanTransformer3DModel.forward)
+            shift, scale = (table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = shift.squeeze(2), scale.squeeze(2)
+        else:
+            shift, scale = (table + temb.unsqueeze(1)).chunk(2, dim=1)
         hidden = (self.norm_out(hidden_BSD.float()) * (1 + scale) + shift).type_as(hidden_BSD)
         hidden = self.proj_out(hidden)
         p_t, p_h, p_w = self.config["patch_size"]

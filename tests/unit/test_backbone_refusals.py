@@ -38,12 +38,12 @@ def _configs_only(src: Path, dst: Path, edits: dict[str, dict]) -> Path:
 
 TI2V_VAE = {"z_dim": 48, "is_residual": True, "patch_size": 2}
 CASES = {
-    "ti2v-5b": (
+    "ti2v-vae-with-16-channel-transformer": (
         {
             "model_index.json": {"expand_timesteps": True, "boundary_ratio": None, "transformer_2": None},
             "vae/config.json": TI2V_VAE,
         },
-        "expand_timesteps",
+        "transformer predicts 16 latent channels",
     ),
     "ti2v-vae": ({"vae/config.json": TI2V_VAE}, "z_dim 48"),
     "i2v-pipeline": (
@@ -95,8 +95,8 @@ def test_unsupported_directory_is_refused_before_weights(tmp_path, base_dir, nam
 
 
 def test_refusal_through_the_real_cli(tmp_path, base_dir):
-    edits, needle = CASES["ti2v-5b"]
-    ckpt = _configs_only(base_dir, tmp_path / "ti2v", edits)
+    edits, needle = CASES["i2v-pipeline"]
+    ckpt = _configs_only(base_dir, tmp_path / "i2v", edits)
     proc = subprocess.run(
         [sys.executable, "-m", "dualpar", f"model.path={ckpt}", f"output.dir={tmp_path / 'o'}"],
         capture_output=True,
