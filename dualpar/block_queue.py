@@ -27,6 +27,13 @@ from dualpar.schedule.blockwise import BlockGeometry, WorkItem
 from dualpar.schedule.noise import CoordinatedNoise
 
 
+def left_updates(item: WorkItem, left_context: str) -> int:
+    """Solver updates block k-1 has had in the left context of `item`'s window: `ahead` one more than block k
+    (its latest update), `same` as many (block k's own noise level). Stage 0 assembles the window from that
+    version; a per-frame-conditioned backbone (SkyReels-V2) is told that version's noise level on every stage."""
+    return item.step + 1 if left_context == "ahead" else item.step
+
+
 @dataclass
 class BlockState:
     """One block's own latents after `updates` solver steps, the previous version, and its solver."""
@@ -124,7 +131,7 @@ class BlockQueue:
 
     def left_version(self, item: WorkItem) -> int:
         """How many updates the left neighbour's context has in `item`'s window (`ahead`: one more)."""
-        return item.step + 1 if self.left_context == "ahead" else item.step
+        return left_updates(item, self.left_context)
 
     def window(self, item: WorkItem) -> tuple[torch.Tensor, ...]:
         """([1, C_lat, P+C, h, w],): the window for `item` (block 0: its own P+C frames)."""

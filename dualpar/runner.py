@@ -19,8 +19,9 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from dualpar.attention.base import AttnCall
+from dualpar.block_queue import left_updates
 from dualpar.job import JobLayout
-from dualpar.models.adapter import BackboneStage, PassContext
+from dualpar.models.adapter import BackboneStage, FrameLevelStage, PassContext
 from dualpar.models.conditioning import first_frame_timesteps
 from dualpar.schedule.blockwise import WorkItem
 from dualpar.timeline import Timeline
@@ -63,6 +64,8 @@ class StageRunner:
         self.use_cache = job.cfg.schedule.feature_cache and geo.context_latents > 0
         # image= on Wan2.2 TI2V-5B: block 0's first latent frame is the condition, its tokens at timestep 0
         self.condition_tokens = job.tokens_per_frame if job.cfg.image is not None and job.info.expand_timesteps else 0
+        # SkyReels-V2 diffusion forcing: every window frame is conditioned on its own block's noise level
+        self.frame_levels = isinstance(stage, FrameLevelStage) and bool(getattr(stage, "frame_levels", False))
         self.parts = job.micro_batches
         self.timeline: Timeline | None = None  # set by the engine: nested spans per pass
         self._stash: list[Message] = []  # last stage: raw head outputs of a pass's earlier micro-batches
@@ -143,7 +146,25 @@ class StageRunner:
     def _conditions(self, item: WorkItem, part: int = 0):
         text, timestep = self._row_inputs(item, part)
         with self.span("conditions", item):
-            return self.expert(item).conditions(timestep, text)
+            stage = self.expert(item)
+            if self.frame_levels:
+                levels = self.window_levels(item).to(self.device).expand(len(timestep), -1)
+                assert self.job.cfg.output.fps is not None
+                return stage.frame_conditions(levels, text, self.job.cfg.output.fps, self.job.tokens_per_frame)
+            return stage.conditions(timestep, text)
+
+    def window_levels(self, item: WorkItem) -> torch.Tensor:
+        """The noise level (scheduler timestep) of each of `item`'s P+C window frames [F]: its own frames at
+        block k's step; the left context (block k-1's last C latents, block k >= 1) at the level of the version
+        stage 0 reads (`left_updates`: `ahead` one step cleaner, `same` the same), 0 once block k-1 is clean.
+        Derived from the plan alone, so every stage computes the same levels."""
+        geo = self.job.geometry
+        levels = self.timesteps[item.step].repeat(geo.window_latents)
+        c = geo.context_latents
+        if item.block > 0 and c > 0:
+            updates = left_updates(item, self.job.cfg.schedule.left_context)
+            levels[:c] = self.timesteps[updates] if updates < len(self.timesteps) else 0
+        return levels
 
     def _row_inputs(self, item: WorkItem, part: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(text embeddings [B, L, D], timestep [B]) of micro-batch `part`'s rows."""

@@ -270,6 +270,10 @@ def _check_experts(cfg: EngineConfig, info: ModelInfo) -> None:
         raise ConfigError(
             "job", "job=av has no audio tower for a two-expert model (Wan2.2 A14B)", "use job=video or sparse_video"
         )
+    if info.diffusion_forcing and cfg.job == "av":
+        raise ConfigError(
+            "job", "job=av has no audio tower for SkyReels-V2 diffusion forcing", "use job=video or sparse_video"
+        )
 
 
 def _check_schedule(cfg: EngineConfig, info: ModelInfo) -> None:

@@ -14,6 +14,11 @@ this Protocol, not against Wan's classes.
   positions P+C .. P+2C-1 (`rope_tables` covers them), `pass_context` tells it what one pass does, and
   `reset_cache` empties the cache when an iteration opens.
 
+A backbone trained on one noise level per latent frame (SkyReels-V2 diffusion forcing,
+`dualpar.models.skyreels.SkyReelsStage`) extends this with `FrameLevelStage.frame_conditions`: the runner then
+gives every window frame its own block's timestep (the left context's frames carry block k-1's level) and
+the job's fps, instead of one timestep per row.
+
 Legend: B batch rows, S window tokens, D width, C_lat latent channels, F latent frames, h/w latent grid.
 """
 
@@ -91,4 +96,19 @@ class BackboneStage(Protocol):
 
     def head(self, hidden_BSD: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """Output norm, projection and unpatchify -> [B, C_lat, F, h, w] (last stage)."""
+        ...
+
+
+@runtime_checkable
+class FrameLevelStage(BackboneStage, Protocol):
+    """A backbone conditioned per latent frame (diffusion forcing): the staggered block queue gives a window's
+    left context and own frames different noise levels, and this backbone is told each frame's level."""
+
+    frame_levels: bool  # True: the runner calls frame_conditions, never conditions
+
+    def frame_conditions(
+        self, timestep_BF: torch.Tensor, text_BLD: torch.Tensor, fps: int, tokens_per_frame: int
+    ) -> tuple[torch.Tensor, ...]:
+        """(temb, timestep projection, projected text) per token for rows whose F window frames have the noise
+        levels `timestep_BF`; `fps` is the job's frame rate (sample-info embedding)."""
         ...

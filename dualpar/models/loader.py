@@ -19,6 +19,7 @@ from safetensors import safe_open
 from dualpar.models import tiny
 from dualpar.models.components import resolve_component
 from dualpar.models.registry import ModelInfo
+from dualpar.models.skyreels import SKYREELS_TRANSFORMER, SkyReelsStage
 from dualpar.models.wan import WanStage
 from dualpar.topology import pick_device  # noqa: F401 (the device choice lives in topology; re-exported)
 
@@ -77,8 +78,10 @@ def build_stage(
     device: torch.device,
     expert: str = "transformer",
 ) -> WanStage:
-    """A WanStage of one expert (the transformer subfolder `expert`) with only its own weights in memory."""
-    stage = WanStage(info.transformer, layers, first, last)
+    """A WanStage of one expert (the transformer subfolder `expert`) with only its own weights in memory (a
+    SkyReelsStage for a SkyReels-V2 diffusion-forcing transformer)."""
+    is_skyreels = info.transformer.get("_class_name") == SKYREELS_TRANSFORMER
+    stage = (SkyReelsStage if is_skyreels else WanStage)(info.transformer, layers, first, last)
     expected = {k for k, _ in stage.named_parameters()}
     if info.path is None:
         assert info.init_seed is not None

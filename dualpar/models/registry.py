@@ -54,6 +54,11 @@ class ModelInfo:
     expand_timesteps: bool = False
 
     @property
+    def diffusion_forcing(self) -> bool:
+        """SkyReels-V2 diffusion forcing: one noise level per latent frame (dualpar.models.skyreels)."""
+        return self.transformer.get("_class_name") == "SkyReelsV2Transformer3DModel"
+
+    @property
     def num_experts(self) -> int:
         return len(self.experts)
 
@@ -121,6 +126,7 @@ _WAN_DEFAULTS = {
 
 WAN_PRESETS = {
     "wan2.1-t2v-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "skyreels-v2-df-1.3b": "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers",
     "wan2.1-t2v-14b": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
     "wan2.2-t2v-a14b": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
     "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
@@ -235,6 +241,8 @@ def _read_directory_info(name: str, root: Path, key: str) -> ModelInfo:
     scheduler = _read_json(root / "scheduler" / "scheduler_config.json", key, "scheduler/scheduler_config.json")
     extra = _read_json(root / "dualpar.json", key, "dualpar.json") if (root / "dualpar.json").is_file() else {}
     defaults = dict(_WAN_DEFAULTS)
+    if transformer.get("_class_name") == "SkyReelsV2Transformer3DModel":
+        defaults["fps"] = 24  # SkyReelsV2DiffusionForcingPipeline's default: the checkpoints' frame rate
     for extra_key, value in extra.items():
         field_name = extra_key.removeprefix("default_")  # dualpar.json may say "default_prompt" or "prompt"
         if field_name in _WAN_DEFAULTS:

@@ -8,7 +8,10 @@ naming `model.path`, what is unsupported and what would be needed; the CLI exits
 What it accepts: Wan2.1 text-to-video (one `transformer`), Wan2.2 A14B text-to-video (`transformer` for
 timesteps >= boundary_ratio x num_train_timesteps, `transformer_2` below, as diffusers' WanPipeline does) and
 Wan2.2 TI2V-5B (`expand_timesteps`: the 48-channel VAE with 4x16x16 compression; text-to-video, or
-image-to-video through its first-frame latent, dualpar.models.conditioning).
+image-to-video through its first-frame latent, dualpar.models.conditioning). Also SkyReels-V2 diffusion-forcing
+text-to-video (`SkyReelsV2DiffusionForcingPipeline` with one `SkyReelsV2Transformer3DModel`, full attention:
+`num_frame_per_block` 1; dualpar.models.skyreels); its other variants (image-to-video, video-to-video, the
+plain `SkyReelsV2Pipeline`) are refused.
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ from typing import Any
 
 from dualpar.errors import ConfigError
 
-SUPPORTED_PIPELINES = ("WanPipeline",)
+SUPPORTED_PIPELINES = ("WanPipeline", "SkyReelsV2DiffusionForcingPipeline")
 SUPPORTED_TRANSFORMER = "WanTransformer3DModel"
+# The transformer class each supported pipeline drives.
+_TRANSFORMER_OF = {
+    "WanPipeline": SUPPORTED_TRANSFORMER,
+    "SkyReelsV2DiffusionForcingPipeline": "SkyReelsV2Transformer3DModel",
+}
 # Pipelines that share Wan's layout but condition or schedule differently: refused by name with the reason.
 KNOWN_UNSUPPORTED = {
     "WanImageToVideoPipeline": "image-to-video (image encoder / first-frame latent conditioning)",
     "WanVideoToVideoPipeline": "video-to-video",
     "WanVACEPipeline": "VACE control conditioning",
     "WanAnimatePipeline": "Wan-Animate conditioning",
-    "SkyReelsV2DiffusionForcingPipeline": "SkyReels-V2 diffusion forcing",
-    "SkyReelsV2Pipeline": "SkyReels-V2",
+    "SkyReelsV2Pipeline": "SkyReels-V2 text-to-video without diffusion forcing (one timestep per sample)",
     "SkyReelsV2ImageToVideoPipeline": "SkyReels-V2 image-to-video",
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": "SkyReels-V2 diffusion-forcing image-to-video",
     "SkyReelsV2DiffusionForcingVideoToVideoPipeline": "SkyReels-V2 diffusion-forcing video-to-video",
@@ -85,19 +92,31 @@ def check_supported(
             "use a text-to-video directory",
         )
     for folder, config in transformers.items():
-        _check_transformer(folder, config)
+        _check_transformer(folder, config, _TRANSFORMER_OF[pipeline])
+    if pipeline != "WanPipeline" and "transformer_2" in transformers:
+        raise _refuse(
+            f"the {pipeline} directory names a transformer_2; SkyReels-V2 has one transformer",
+            "use the original SkyReels-V2 DF directory (one transformer/)",
+        )
     if vae is not None:
         _check_vae(vae, transformers.get("transformer", {}))
     return _experts(index, transformers)
 
 
-def _check_transformer(folder: str, config: dict[str, Any]) -> None:
+def _check_transformer(folder: str, config: dict[str, Any], expected: str = SUPPORTED_TRANSFORMER) -> None:
     name = config.get("_class_name")
-    if name != SUPPORTED_TRANSFORMER:
-        what = "SkyReels-V2 (diffusion forcing)" if str(name).startswith("SkyReelsV2") else "an unknown transformer"
+    if name != expected:
+        what = "a SkyReels-V2 transformer" if str(name).startswith("SkyReelsV2") else "an unknown transformer"
         raise _refuse(
-            f"{folder}/config.json is {name!r}, {what}; the engine drives only {SUPPORTED_TRANSFORMER}",
-            f"use a Wan text-to-video directory whose {folder} is a {SUPPORTED_TRANSFORMER}",
+            f"{folder}/config.json is {name!r}, {what}; this directory's pipeline drives {expected}",
+            f"use a directory whose {folder} is a {expected} (Wan: WanPipeline; SkyReels-V2 DF: "
+            "SkyReelsV2DiffusionForcingPipeline)",
+        )
+    if int(config.get("num_frame_per_block") or 1) != 1:
+        raise _refuse(
+            f"{folder}/config.json sets num_frame_per_block={config.get('num_frame_per_block')} (causal block "
+            "attention), which the engine's windows (full attention plus the right context) do not implement",
+            f"set num_frame_per_block to 1 in {folder}/config.json (the SkyReels-V2 DF default)",
         )
     if config.get("image_dim") is not None or config.get("added_kv_proj_dim") is not None:
         raise _refuse(

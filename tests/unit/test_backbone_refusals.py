@@ -59,8 +59,8 @@ CASES = {
     "i2v-transformer": ({"transformer/config.json": {"image_dim": 1280, "in_channels": 36}}, "image_dim"),
     "i2v-channels": ({"transformer_2/config.json": {"in_channels": 36}}, "36 input channels"),
     "skyreels-pipeline": (
-        {"model_index.json": {"_class_name": "SkyReelsV2DiffusionForcingPipeline"}},
-        "SkyReels-V2 diffusion forcing",
+        {"model_index.json": {"_class_name": "SkyReelsV2DiffusionForcingImageToVideoPipeline"}},
+        "SkyReels-V2 diffusion-forcing image-to-video",
     ),
     "skyreels-transformer": (
         {"transformer/config.json": {"_class_name": "SkyReelsV2Transformer3DModel"}},
