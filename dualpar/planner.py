@@ -41,17 +41,22 @@ class StageEstimate:
 
 def _param_counts(job: JobLayout) -> tuple[int, int, int, int]:
     """(per-layer, shared-conditions, first-only, last-only) parameter counts, from the config on meta, for all
-    experts together (Wan2.2 A14B: every stage holds its slice of both)."""
-    from diffusers import WanTransformer3DModel
+    experts together (Wan2.2 A14B: every stage holds its slice of both). SkyReels-V2 diffusion forcing counts its
+    own class: its fps embedding and projection are conditioning, held on every stage."""
+    from diffusers import SkyReelsV2Transformer3DModel, WanTransformer3DModel
 
+    cls = SkyReelsV2Transformer3DModel if job.info.diffusion_forcing else WanTransformer3DModel
     with torch.device("meta"):
-        model = WanTransformer3DModel.from_config(job.info.transformer)
+        model = cls.from_config(job.info.transformer)
 
     def count(m) -> int:
         return sum(p.numel() for p in m.parameters())
 
     last = count(model.norm_out) + count(model.proj_out) + model.scale_shift_table.numel()
-    counts = count(model.blocks[0]), count(model.condition_embedder), count(model.patch_embedding), last
+    shared = count(model.condition_embedder)
+    if job.info.diffusion_forcing and getattr(model, "fps_projection", None) is not None:
+        shared += count(model.fps_embedding) + count(model.fps_projection)
+    counts = count(model.blocks[0]), shared, count(model.patch_embedding), last
     e = job.info.num_experts
     return counts[0] * e, counts[1] * e, counts[2] * e, counts[3] * e
 
@@ -67,8 +72,10 @@ def _audio_param_counts(job: JobLayout) -> tuple[list[int], int, int, int, int]:
     def count(m) -> int:
         return sum(p.numel() for p in m.parameters())
 
-    layers = [count(tower.blocks[i]) + (count(tower.fusion_for(i)) if tower.fusion_for(i) else 0)
-              for i in range(len(tower.blocks))]
+    layers = [
+        count(tower.blocks[i]) + (count(tower.fusion_for(i)) if tower.fusion_for(i) else 0)
+        for i in range(len(tower.blocks))
+    ]
     last = count(tower.proj_out) + tower.scale_shift_table.numel()
     return layers, count(tower.condition_embedder), count(tower.patch_embedding), last, tower.config.dim
 
@@ -93,6 +100,8 @@ def estimate_stages(job: JobLayout) -> list[StageEstimate]:
         )
         # hidden states of the passes buffered on this stage plus one pass's working set (about 8 widths per token)
         act = batch * tokens * width * elem * (in_flight + 8)
+        if job.info.diffusion_forcing:  # per-token conditioning held for the pass (temb, 6 modulations) and
+            act += batch * tokens * width * (7 * elem + 6 * 4)  # each block's float32 modulation table
         cache = 2 * batch * geo.context_latents * job.tokens_per_frame * width * elem * len(layers)
         cache *= job.info.num_experts  # each expert's attention layers keep their own last capture
         if audio is not None and job.av is not None:  # the audio tower's slice and its tokens
@@ -202,9 +211,7 @@ def describe_cluster_estimate(job: JobLayout) -> str:
         f"per device{'' if s.fits else ' (does not fit)'}"
     )
     if s.stages > 1:
-        lines.append(
-            "      (several nodes: torchrun --nproc-per-node <per node> -m dualpar ... launcher=torchrun)"
-        )
+        lines.append("      (several nodes: torchrun --nproc-per-node <per node> -m dualpar ... launcher=torchrun)")
     return "\n".join(lines)
 
 
@@ -214,11 +221,21 @@ def sim_job_of(job: JobLayout):
 
     cfg, geo = job.cfg, job.geometry
     split = tuple(len(r) for r in job.stage_layers) if cfg.parallel.split else cfg.parallel.split_mode
-    return Job(height=cfg.height, width=cfg.width, frames=cfg.frames, steps=job.plan.steps,
-               block_latents=geo.block_latents, context_latents=geo.context_latents,
-               left_context=cfg.schedule.left_context, stages=cfg.parallel.stages, split=split,
-               cfg_split=cfg.parallel.cfg_split, guidance=job.use_cfg, max_inflight=cfg.parallel.max_sends_in_flight,
-               checkpoint_every=cfg.checkpoint.every)
+    return Job(
+        height=cfg.height,
+        width=cfg.width,
+        frames=cfg.frames,
+        steps=job.plan.steps,
+        block_latents=geo.block_latents,
+        context_latents=geo.context_latents,
+        left_context=cfg.schedule.left_context,
+        stages=cfg.parallel.stages,
+        split=split,
+        cfg_split=cfg.parallel.cfg_split,
+        guidance=job.use_cfg,
+        max_inflight=cfg.parallel.max_sends_in_flight,
+        checkpoint_every=cfg.checkpoint.every,
+    )
 
 
 def suggested_overrides(s) -> list[str]:

@@ -211,3 +211,20 @@ def test_av_job_is_refused(tmp_path, sky_dir, capsys):
 
     assert run(compose([f"model.path={sky_dir}", "job=av", f"output.dir={tmp_path / 'out'}"])) == 2
     assert "SkyReels-V2" in capsys.readouterr().err
+
+
+def test_planner_counts_sample_info_and_per_token_conditioning(tmp_path, sky_dir):
+    from dualpar.api import prepare
+    from dualpar.job import JobLayout
+    from dualpar.models.registry import read_model_info
+    from dualpar.planner import estimate_stages
+
+    cfg, _ = prepare(compose([f"model.path={sky_dir}", f"output.dir={tmp_path}"]))
+    sky = JobLayout(cfg, read_model_info(cfg.model.name, cfg.model.path))
+    wan = JobLayout(cfg, read_model_info("tiny", None))
+    dim = sky.info.hidden_dim
+    fps_params = 2 * dim + (dim * dim + dim) + (dim * 6 * dim + 6 * dim)  # embedding, FeedForward(dim, 6 dim)
+    rows_tokens = len(sky.branches) * sky.geometry.window_latents * sky.tokens_per_frame
+    (a,), (b,) = estimate_stages(sky), estimate_stages(wan)
+    assert a.param_bytes - b.param_bytes == 4 * fps_params
+    assert a.activation_bytes - b.activation_bytes == rows_tokens * dim * (7 * 4 + 6 * 4)
