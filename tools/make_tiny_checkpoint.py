@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dualpar.testing.tiny_checkpoint import write_tiny_checkpoint
+from dualpar.testing.tiny_skyreels import write_tiny_skyreels_checkpoint
 
 
 def main() -> None:
@@ -16,8 +17,14 @@ def main() -> None:
     parser.add_argument(
         "--boundary-ratio", type=float, default=None, help="write a Wan2.2-A14B-style directory with two experts"
     )
+    parser.add_argument(
+        "--skyreels-df", action="store_true", help="write a SkyReels-V2 diffusion-forcing directory (tiny only)"
+    )
     args = parser.parse_args()
-    path = write_tiny_checkpoint(args.out, args.preset, args.init_seed, args.boundary_ratio)
+    if args.skyreels_df:
+        path = write_tiny_skyreels_checkpoint(args.out, args.init_seed)
+    else:
+        path = write_tiny_checkpoint(args.out, args.preset, args.init_seed, args.boundary_ratio)
     print(f"wrote {path} (load it with model.path={path})")
 
 
