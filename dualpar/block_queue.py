@@ -67,12 +67,16 @@ class BlockQueue:
         x0_min_t: float = 0.05,
         device: torch.device | str = "cpu",
         first_frame: torch.Tensor | None = None,
+        channel_condition: torch.Tensor | None = None,
     ):
         self.device = torch.device(device)
         # image= (Wan2.2 TI2V-5B): the condition latent [1, C_lat, 1, h, w] that stands for latent frame 0 in
         # block 0's windows and in its finished latents (dualpar.models.conditioning); derived from the image
         # again on a resume, never checkpointed
         self.first_frame = None if first_frame is None else first_frame.to(self.device, torch.float32)
+        # Wan2.1 I2V: [1, 4 + C_lat, total latents, h, w] frame mask and condition latents, appended to every
+        # window's channels at the window's own latent frames (the model's input only; never stepped)
+        self.channel_condition = None if channel_condition is None else channel_condition.to(self.device)
         self.geometry = geometry
         self.noise = noise
         self.template = copy.deepcopy(scheduler_template)
@@ -138,9 +142,17 @@ class BlockQueue:
         own = self.with_first_frame(item.block, self.blocks[item.block].version(item.step))
         c = self.geometry.context_latents
         if item.block == 0 or c == 0:
-            return (own,)
+            return (self.with_channel_condition(item.block, own),)
         left = self.blocks[item.block - 1].version(self.left_version(item))
-        return (torch.cat([left[:, :, -c:], own], dim=2),)
+        return (self.with_channel_condition(item.block, torch.cat([left[:, :, -c:], own], dim=2)),)
+
+    def with_channel_condition(self, block: int, window: torch.Tensor) -> torch.Tensor:
+        """The window with Wan2.1 I2V's condition channels of its latent frames appended (else unchanged)."""
+        if self.channel_condition is None:
+            return window
+        frames = self.geometry.window_range(block)
+        cond = self.channel_condition[:, :, frames.start : frames.stop].to(window.dtype)
+        return torch.cat([window, cond], dim=1)
 
     def apply(self, item: WorkItem, model_out: tuple[torch.Tensor, ...]) -> None:
         """Step block `item.block` with the guided model output for its own frames (`(video,)`)."""

@@ -64,6 +64,7 @@ class StageRunner:
         self.use_cache = job.cfg.schedule.feature_cache and geo.context_latents > 0
         # image= on Wan2.2 TI2V-5B: block 0's first latent frame is the condition, its tokens at timestep 0
         self.condition_tokens = job.tokens_per_frame if job.cfg.image is not None and job.info.expand_timesteps else 0
+        self.image_embeds: torch.Tensor | None = None  # Wan2.1 I2V: CLIP image tokens [1, T, D] (set by the worker)
         # SkyReels-V2 diffusion forcing: every window frame is conditioned on its own block's noise level
         self.frame_levels = isinstance(stage, FrameLevelStage) and bool(getattr(stage, "frame_levels", False))
         self.parts = job.micro_batches
@@ -151,6 +152,8 @@ class StageRunner:
                 levels = self.window_levels(item).to(self.device).expand(len(timestep), -1)
                 assert self.job.cfg.output.fps is not None
                 return stage.frame_conditions(levels, text, self.job.cfg.output.fps, self.job.tokens_per_frame)
+            if self.image_embeds is not None:  # Wan2.1 I2V: the CLIP image tokens, the same for every row
+                return stage.conditions(timestep, text, self.image_embeds.expand(len(timestep), -1, -1))
             return stage.conditions(timestep, text)
 
     def window_levels(self, item: WorkItem) -> torch.Tensor:

@@ -215,15 +215,18 @@ def _check_prompt(cfg: EngineConfig) -> None:
 
 def _check_image(cfg: EngineConfig, info: ModelInfo) -> None:
     """`image=`: a model that conditions on a first frame, and a file that opens as an image."""
+    from dualpar.models.conditioning import image_problem, needs_image, takes_image
+
     if cfg.image is None:
+        if needs_image(info):
+            raise ConfigError("image", "is not set but the model is image-to-video (Wan2.1 I2V)", "give image=<png>")
         return
-    from dualpar.models.conditioning import image_problem, takes_image
 
     if not takes_image(info) or cfg.job != "video":
         raise ConfigError(
             "image",
             f"is set but model {info.name!r} (job={cfg.job}) cannot condition on an image",
-            "use a Wan2.2 TI2V-5B directory (model_index.json expand_timesteps) with job=video, or drop image=",
+            "use a Wan2.2 TI2V-5B or Wan2.1 I2V directory with job=video, or drop image=",
         )
     problem = image_problem(cfg.image)
     if problem is not None:

@@ -145,9 +145,16 @@ def _build_engine(run: RankRun) -> tuple[PipelineEngine, object]:
     scheduler.set_timesteps(job.plan.steps, device="cpu")
     run.startup["load_s"] = time.time() - t0
     embeds = _share_embeds(run, embeds)
+    image_embeds = None
+    if job.info.image_channels and cfg.image is not None:  # Wan2.1 I2V: rank 0's CLIP image tokens on every rank
+        from dualpar.models.conditioning import clip_image_embeds
+
+        image_embeds = _share_embeds(run, clip_image_embeds(job.info, cfg.image, device) if ctx.is_first else None)
     if tower is None:
         low = experts[1] if len(experts) > 1 else None
         runner = StageRunner(stage, job, embeds, scheduler.timesteps, dtype, device, low_noise=low)
+        if image_embeds is not None:
+            runner.image_embeds = image_embeds.to(device=device, dtype=dtype)
     else:
         from dualpar.av_runner import AVStageRunner
 
@@ -251,13 +258,17 @@ def _block_queue(job: JobLayout, scheduler, device: torch.device) -> BlockQueue:
         from dualpar.av.queue import AVBlockQueue
 
         return AVBlockQueue.for_job(job, scheduler, device, layout=job.av, seed=job.cfg.seed)
-    first_frame = None
-    if job.cfg.image is not None:  # image= (Wan2.2 TI2V-5B): block 0's first-frame latent, from the file each run
-        from dualpar.models.conditioning import first_frame_latent
+    first_frame = channel = None
+    if job.cfg.image is not None:  # image=: the conditioning latents, from the file on every run (and resume)
+        from dualpar.models.conditioning import channel_condition, first_frame_latent
 
         assert job.cfg.height is not None and job.cfg.width is not None
-        first_frame = first_frame_latent(job.info, job.cfg.image, job.cfg.height, job.cfg.width)
-    return BlockQueue.for_job(job, scheduler, device, first_frame=first_frame)
+        if job.info.image_channels:  # Wan2.1 I2V: frame mask + condition latents for every latent frame
+            total = job.geometry.total_latents
+            channel = channel_condition(job.info, job.cfg.image, job.cfg.height, job.cfg.width, total)
+        else:  # Wan2.2 TI2V-5B: block 0's first-frame latent
+            first_frame = first_frame_latent(job.info, job.cfg.image, job.cfg.height, job.cfg.width)
+    return BlockQueue.for_job(job, scheduler, device, first_frame=first_frame, channel_condition=channel)
 
 
 def _restart_point(cfg: EngineConfig) -> CheckpointRef | None:

@@ -59,6 +59,12 @@ class ModelInfo:
         return self.transformer.get("_class_name") == "SkyReelsV2Transformer3DModel"
 
     @property
+    def image_channels(self) -> bool:
+        """Wan2.1 I2V: the transformer takes the noise plus a 4-channel frame mask and the image's condition
+        latents (in_channels > out_channels) and CLIP image tokens (dualpar.models.conditioning)."""
+        return int(self.transformer["in_channels"]) != int(self.transformer["out_channels"])
+
+    @property
     def num_experts(self) -> int:
         return len(self.experts)
 

@@ -21,16 +21,16 @@ from typing import Any
 
 from dualpar.errors import ConfigError
 
-SUPPORTED_PIPELINES = ("WanPipeline", "SkyReelsV2DiffusionForcingPipeline")
+SUPPORTED_PIPELINES = ("WanPipeline", "SkyReelsV2DiffusionForcingPipeline", "WanImageToVideoPipeline")
 SUPPORTED_TRANSFORMER = "WanTransformer3DModel"
 # The transformer class each supported pipeline drives.
 _TRANSFORMER_OF = {
     "WanPipeline": SUPPORTED_TRANSFORMER,
     "SkyReelsV2DiffusionForcingPipeline": "SkyReelsV2Transformer3DModel",
+    "WanImageToVideoPipeline": SUPPORTED_TRANSFORMER,
 }
 # Pipelines that share Wan's layout but condition or schedule differently: refused by name with the reason.
 KNOWN_UNSUPPORTED = {
-    "WanImageToVideoPipeline": "image-to-video (image encoder / first-frame latent conditioning)",
     "WanVideoToVideoPipeline": "video-to-video",
     "WanVACEPipeline": "VACE control conditioning",
     "WanAnimatePipeline": "Wan-Animate conditioning",
@@ -86,13 +86,17 @@ def check_supported(
             f"model_index.json names the pipeline {pipeline!r}; the engine runs only {', '.join(SUPPORTED_PIPELINES)}",
             "use a Wan text-to-video diffusers directory",
         )
-    if index.get("image_encoder") and index["image_encoder"][0]:
+    has_encoder = bool(index.get("image_encoder") and index["image_encoder"][0])
+    if pipeline == "WanImageToVideoPipeline":
+        _check_i2v(index, transformers, vae, has_encoder)
+    elif has_encoder:
         raise _refuse(
-            "model_index.json names an image_encoder (image-to-video); image conditioning is not implemented",
-            "use a text-to-video directory",
+            f"model_index.json names an image_encoder but the pipeline is {pipeline}",
+            "use the checkpoint's original model_index.json",
         )
     for folder, config in transformers.items():
-        _check_transformer(folder, config, _TRANSFORMER_OF[pipeline])
+        if pipeline != "WanImageToVideoPipeline":
+            _check_transformer(folder, config, _TRANSFORMER_OF[pipeline])
     if pipeline != "WanPipeline" and "transformer_2" in transformers:
         raise _refuse(
             f"the {pipeline} directory names a transformer_2; SkyReels-V2 has one transformer",
@@ -101,6 +105,33 @@ def check_supported(
     if vae is not None:
         _check_vae(vae, transformers.get("transformer", {}))
     return _experts(index, transformers)
+
+
+def _check_i2v(
+    index: dict[str, Any], transformers: dict[str, dict[str, Any]], vae: dict[str, Any] | None, has_encoder: bool
+) -> None:
+    """Wan2.1 I2V: a CLIP image encoder, image tokens in every transformer, and 36 input channels (noise, the
+    4-channel frame mask, the condition latents: dualpar.models.conditioning)."""
+    if not has_encoder or "transformer_2" in transformers or index.get("expand_timesteps"):
+        raise _refuse(
+            "the WanImageToVideoPipeline directory has no image_encoder, two experts or expand_timesteps "
+            "(Wan2.2 I2V-A14B / TI2V); the engine runs Wan2.1 I2V image-to-video (CLIP image encoder, one transformer)",
+            "use Wan2.1 I2V, or Wan2.2 TI2V-5B as a WanPipeline directory with image=",
+        )
+    z_dim = int((vae or {}).get("z_dim", 16))
+    for folder, config in transformers.items():
+        if config.get("_class_name") != SUPPORTED_TRANSFORMER or config.get("image_dim") is None:
+            raise _refuse(
+                f"{folder}/config.json is {config.get('_class_name')!r} with image_dim {config.get('image_dim')}",
+                f"use a Wan2.1 I2V directory ({SUPPORTED_TRANSFORMER} with image_dim)",
+            )
+        want = int(config.get("out_channels", 16)) + z_dim + 4
+        if int(config.get("in_channels", 16)) != want:
+            raise _refuse(
+                f"{folder} takes {config.get('in_channels')} input channels; image-to-video needs {want} "
+                "(noise, the 4-channel frame mask and the condition latents)",
+                "use the checkpoint's original transformer config",
+            )
 
 
 def _check_transformer(folder: str, config: dict[str, Any], expected: str = SUPPORTED_TRANSFORMER) -> None:
@@ -138,7 +169,7 @@ def _check_vae(vae: dict[str, Any], transformer: dict[str, Any]) -> None:
             f"vae is {vae.get('_class_name')!r}; the engine streams only AutoencoderKLWan",
             "use a Wan directory with its AutoencoderKLWan",
         )
-    z_dim, channels = int(vae.get("z_dim", 16)), int(transformer.get("out_channels", 16))
+    z_dim, channels = int(vae.get("z_dim", 16)), int(transformer.get("out_channels", 16))  # I2V: out, not in
     if z_dim != channels:
         raise _refuse(
             f"vae has z_dim {z_dim} but the transformer predicts {channels} latent channels",

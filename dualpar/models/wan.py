@@ -141,17 +141,18 @@ class WanStage(nn.Module):
         for block in blocks:
             block.compile(**options)
 
-    def conditions(self, timestep_B: torch.Tensor, text_BLD: torch.Tensor):
+    def conditions(self, timestep_B: torch.Tensor, text_BLD: torch.Tensor, image_BTD: torch.Tensor | None = None):
         """(temb, timestep_proj [B, 6, D], projected text) exactly as WanTransformer3DModel.forward; per-token
-        timesteps [B, S] (Wan2.2 TI2V-5B) give temb [B, S, D] and timestep_proj [B, S, 6, D]."""
-        if timestep_B.ndim == 2:
-            seq = timestep_B.shape[1]
-            temb, timestep_proj, text_proj, _ = self.condition_embedder(
-                timestep_B.flatten(), text_BLD, None, timestep_seq_len=seq
-            )
-            return temb, timestep_proj.unflatten(2, (6, -1)), text_proj
-        temb, timestep_proj, text_proj, _ = self.condition_embedder(timestep_B, text_BLD, None, timestep_seq_len=None)
-        return temb, timestep_proj.unflatten(1, (6, -1)), text_proj
+        timesteps [B, S] (Wan2.2 TI2V-5B) give temb [B, S, D] and timestep_proj [B, S, 6, D]; CLIP image tokens
+        (Wan2.1 I2V) are projected and put before the text, as the forward does."""
+        seq = timestep_B.shape[1] if timestep_B.ndim == 2 else None
+        timestep = timestep_B.flatten() if seq is not None else timestep_B
+        temb, timestep_proj, text_proj, image_proj = self.condition_embedder(
+            timestep, text_BLD, image_BTD, timestep_seq_len=seq
+        )
+        if image_proj is not None:
+            text_proj = torch.concat([image_proj, text_proj], dim=1)
+        return temb, timestep_proj.unflatten(2 if seq is not None else 1, (6, -1)), text_proj
 
     def embed(self, x_BCFHW: torch.Tensor) -> torch.Tensor:
         hidden = self.patch_embedding(x_BCFHW)

@@ -104,7 +104,7 @@ def test_refusal_through_the_real_cli(tmp_path, base_dir):
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "model.path" in proc.stderr and needle in proc.stderr and "Wan2.2 T2V-A14B" in proc.stderr
+    assert "model.path" in proc.stderr and needle in proc.stderr and "Wan2.1 I2V" in proc.stderr
 
 
 def test_supported_two_expert_directory_plans(tmp_path, base_dir, capsys):
