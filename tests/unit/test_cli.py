@@ -52,7 +52,7 @@ def test_version_is_dualpars_and_python_m_dualpar_runs_the_cli(capsys) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model=foo"], "dualpar: error: model: has no option 'foo'. Fix: choose one of: skyreels-v2-df-1.3b, small, tiny"),
+        (["model=foo"], "dualpar: error: model: has no option 'foo'. Fix: choose one of: skyreels-v2-df-1.3b, small"),
         (["cluster=9xh100"], "dualpar: error: cluster: has no option '9xh100'. Fix: choose one of: 8x4090, 8xh100"),
         (
             ["paralel.stages=2"],
