@@ -5,11 +5,9 @@ left-context modes."""
 from __future__ import annotations
 
 import pytest
-import torch
 
-from dualpar.cli import prepare
-from dualpar.testing.jobs import compose, load_latents, render
-from dualpar.testing.multi import spawn_jobs
+from dualpar.testing.jobs import load_latents, render
+from dualpar.testing.stages import assert_stages_equal
 from dualpar.testing.tiny_skyreels import write_tiny_skyreels_checkpoint
 
 # 4 blocks of P=2 with C=1, 3 steps: up to 3 blocks in flight at three different noise levels
@@ -36,19 +34,6 @@ def test_skyreels_stages_bit_identical_to_one_stage(tmp_path):
         assert report["blocks"] == 4
         refs[mode] = load_latents(tmp_path / f"ref-{mode}")
     assert (refs["ahead"] - refs["same"]).abs().max().item() > 1e-3, "the context's noise level matters"
-    cases = [(2, "ahead", []), (3, "same", ["parallel.split=[2,1,1]"])]
-    for stages, mode, split in cases:
-        over = [
-            *model,
-            *BASE,
-            *split,
-            f"schedule.left_context={mode}",
-            f"parallel.stages={stages}",
-            "launcher=spawn",
-            f"output.dir={tmp_path / f'{stages}'}",
-            "output.progress=false",
-        ]
-        (got_report,) = spawn_jobs([prepare(compose(over))[0]])
-        assert got_report["plan"]["stages"] == stages
-        got = load_latents(tmp_path / f"{stages}")
-        assert torch.equal(got, refs[mode]), f"{stages} stages ({mode}): max diff {(got - refs[mode]).abs().max()}"
+    assert_stages_equal(tmp_path, [*model, *BASE, "schedule.left_context=ahead"], refs["ahead"], [(2, [])])
+    same = ["schedule.left_context=same"]
+    assert_stages_equal(tmp_path, [*model, *BASE, *same], refs["same"], [(3, ["parallel.split=[2,1,1]"])])

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from dualpar.cli import prepare
-from dualpar.testing.jobs import compose, load_latents, render
-from dualpar.testing.multi import spawn_jobs
+from dualpar.testing.jobs import load_latents, render
+from dualpar.testing.stages import assert_stages_equal
 from dualpar.testing.tiny_ti2v import write_tiny_ti2v_checkpoint
 
 # 4 blocks of P=2 with C=1 (9 latent frames), 4 steps, 128x128 (8x8 latents, 16 tokens per frame)
@@ -39,18 +37,4 @@ def test_image_conditioned_stages_bit_identical_to_one_stage(tmp_path):
     report = render(tmp_path / "ref", [*model, *BASE])
     assert report["blocks"] == 4 and report["latent_frames"] == 9 and report["frames_written"] == 33
     ref = load_latents(tmp_path / "ref")
-    for stages, split in ((2, []), (3, ["parallel.split=[2,1,1]"])):
-        over = [
-            *model,
-            *BASE,
-            *split,
-            "output.video=false",
-            f"parallel.stages={stages}",
-            "launcher=spawn",
-            f"output.dir={tmp_path / f'{stages}'}",
-            "output.progress=false",
-        ]
-        (got_report,) = spawn_jobs([prepare(compose(over))[0]])
-        assert got_report["plan"]["stages"] == stages
-        got = load_latents(tmp_path / f"{stages}")
-        assert torch.equal(got, ref), f"{stages} stages: max diff {(got - ref).abs().max()}"
+    assert_stages_equal(tmp_path, [*model, *BASE, "output.video=false"], ref)

@@ -4,11 +4,9 @@ where blocks run by different experts share iterations (and the feature cache is
 from __future__ import annotations
 
 import pytest
-import torch
 
-from dualpar.cli import prepare
-from dualpar.testing.jobs import compose, load_latents, render
-from dualpar.testing.multi import spawn_jobs
+from dualpar.testing.jobs import load_latents, render
+from dualpar.testing.stages import assert_stages_equal
 from dualpar.testing.tiny_checkpoint import write_tiny_checkpoint
 
 # 4 blocks of P=2 with C=1, 4 steps (timesteps 999, 900, 750, 500; boundary 800 -> experts 0, 0, 1, 1)
@@ -37,17 +35,4 @@ def test_two_experts_stages_bit_identical_to_one_stage(tmp_path):
     single = write_tiny_checkpoint(tmp_path / "one", boundary_ratio=None)
     render(tmp_path / "one-out", [f"model.path={single}", *BASE[:5], *BASE[6:]])
     assert (load_latents(tmp_path / "one-out") - ref).abs().max().item() > 1e-2
-    for stages, split in ((2, []), (3, ["parallel.split=[2,1,1]"])):
-        over = [
-            *model,
-            *BASE,
-            *split,
-            f"parallel.stages={stages}",
-            "launcher=spawn",
-            f"output.dir={tmp_path / f'{stages}'}",
-            "output.progress=false",
-        ]
-        (got_report,) = spawn_jobs([prepare(compose(over))[0]])
-        assert got_report["plan"]["stages"] == stages
-        got = load_latents(tmp_path / f"{stages}")
-        assert torch.equal(got, ref), f"{stages} stages: max diff {(got - ref).abs().max()}"
+    assert_stages_equal(tmp_path, [*model, *BASE], ref)
