@@ -93,6 +93,15 @@ class Interrupted(RuntimeError):
         return (Interrupted, (self.iteration, self.reason, self.path))
 
 
+def stopped(reason: str, directory: Path) -> Interrupted:
+    """The stop to report when stage 0's own word did not arrive: resume from the newest valid checkpoint in
+    `directory` if there is one (never advise discarding checkpoints that exist), else start over."""
+    ref = latest_checkpoint(directory)
+    if ref is None:
+        return Interrupted(-1, reason, directory)
+    return Interrupted(ref.iteration, reason, ref.state_path)
+
+
 def resume_command(extra: str = "resume=true") -> str:
     """This process's command line with `extra` (replacing any resume= / output.overwrite=), when it was the
     dualpar command; otherwise a description of it."""

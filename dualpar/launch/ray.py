@@ -28,7 +28,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from dualpar.checkpoint import STOP_FILE, Interrupted, checkpoint_dir, kill_markers
+from dualpar.checkpoint import STOP_FILE, Interrupted, checkpoint_dir, kill_markers, stopped
 from dualpar.config import EngineConfig
 from dualpar.errors import ConfigError, PeerError
 from dualpar.report import write_json_atomic
@@ -260,7 +260,7 @@ class RayRun:
         except Exception as err:
             if isinstance(_cause(err), Interrupted):
                 return _cause(err)
-        return Interrupted(-1, "a stop request", self.ckpt_dir)
+        return stopped(self.signal_name or "a stop request", self.ckpt_dir)
 
     def _record_failure(self, err: BaseException) -> None:
         attempt = self.attempts[-1]

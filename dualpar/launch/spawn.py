@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from dualpar.checkpoint import STOP_FILE, Interrupted, checkpoint_dir
+from dualpar.checkpoint import STOP_FILE, Interrupted, checkpoint_dir, stopped
 from dualpar.config import EngineConfig
 from dualpar.errors import ConfigError, PeerError
 from dualpar.topology import WorkerContext
@@ -170,7 +170,7 @@ def _outcome(procs, messages: list, stopper: _Stopper) -> dict:
         reason = signal.Signals(stopper.signum).name
         if stop is not None:
             raise Interrupted(stop.iteration, reason, stop.path)
-        raise Interrupted(-1, reason, stopper.stop_file.parent)  # stopped before any checkpoint
+        raise stopped(reason, stopper.stop_file.parent)  # stage 0's message did not arrive: what is on disk
     if stop is not None:
         raise stop
     report = next((m for m in messages if isinstance(m, dict)), None)
