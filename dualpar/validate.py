@@ -485,6 +485,11 @@ def _check_restart(cfg: EngineConfig, info: ModelInfo) -> CheckpointRef | None:
 
 def _check_ray(cfg: EngineConfig) -> None:
     r = cfg.ray
+    if cfg.launcher == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("launcher", "is ray, but Ray is not installed", "pip install 'dualpar[ray]'")
     if r.placement not in RAY_PLACEMENTS:
         raise ConfigError("ray.placement", f"is {r.placement!r}", f"use one of {', '.join(RAY_PLACEMENTS)}")
     if r.max_restarts < 0:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from dualpar.checkpoint import Interrupted
 from dualpar.config import EngineConfig
+from dualpar.errors import ConfigError
 from dualpar.run_lock import run_lock
 from dualpar.topology import WorkerContext
 
@@ -31,10 +33,20 @@ def launch(cfg: EngineConfig) -> dict | None:
         raise SystemExit(stop.exit_code) from None
 
 
-def _lock(cfg: EngineConfig):
+@contextlib.contextmanager
+def _lock(cfg: EngineConfig) -> Iterator[None]:
     if cfg.launcher == "ray" or (cfg.launcher == "torchrun" and os.environ.get("RANK", "0") != "0"):
-        return contextlib.nullcontext()
-    return run_lock(cfg)
+        yield
+        return
+    try:
+        held = run_lock(cfg)
+        held.__enter__()
+    except OSError as err:  # the directory cannot be made or written (a read-only or virtual filesystem, ...)
+        raise ConfigError("output.dir", f"cannot be used: {err}", "choose a writable directory") from err
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)
 
 
 def _launch(cfg: EngineConfig) -> dict | None:
