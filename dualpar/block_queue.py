@@ -1,7 +1,7 @@
 """Stage 0's state of the block queue: every in-flight block's latents, solver and step count.
 
 It assembles each pass's window ([last C latents of block k-1 | block k's own latents]) from an exact,
-counted version of the left neighbour (ALGORITHM.md "Left context state"), so the result never depends on
+counted version of the left neighbour (docs/algorithm.md "Left context state"), so the result never depends on
 when a velocity arrived, and applies returned velocities through the block's own scheduler. Everything here
 is what a checkpoint must hold (see `state_dict`).
 

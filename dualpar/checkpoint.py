@@ -1,6 +1,6 @@
 """Iteration-boundary restart state: what stage 0 saves, where it lives, and how a run continues from it.
 
-ALGORITHM.md ("Contracts: Restart"): at an iteration boundary with no pass in flight, everything that decides
+docs/algorithm.md ("Contracts: Restart"): at an iteration boundary with no pass in flight, everything that decides
 the rest of the video sits on stage 0: the block queue (latents, previous versions, per-block solver objects,
 noise pool and generator state), the stream decoder's cache, the sinks' progress and the measurements so far.
 Relay stages carry nothing across iterations: their feature cache is read only by passes with a right
@@ -47,14 +47,14 @@ STATUS_FILE = "status.json"
 # the reason; every other key (a new one included) is part of the restart fingerprint. tests/unit/
 # test_validation_types.py::test_fingerprint_covers_output_changing_keys keeps this list honest.
 OUTPUT_INDEPENDENT = {
-    "launcher": "every launcher runs the same ranks (ALGORITHM.md 'Equivalence')",
+    "launcher": "every launcher runs the same ranks (docs/algorithm.md 'Equivalence')",
     "resume": "how this start finds its checkpoint",
     "plan_only": "never renders",
     "checkpoint": "where and how often restart state is saved",
     "debug": "fault injection",
     "ray": "placement and restarts",
     "cluster": "the planner's estimate only",
-    "parallel.stages": "bit-identical for any stage count (ALGORITHM.md 'Equivalence')",
+    "parallel.stages": "bit-identical for any stage count (docs/algorithm.md 'Equivalence')",
     "parallel.split": "as stages: which rank runs a layer does not change its arithmetic",
     "parallel.split_mode": "as parallel.split",
     "parallel.timeout_s": "failure detection",

@@ -29,7 +29,7 @@ class IterationHooks:
     """What the engine calls at iteration boundaries: fault injection, checkpoints, progress.
 
     `on_iteration(i)` runs on every rank as it starts iteration i. On stage 0, when `wants_snapshot(i)` is
-    true, the engine first drains every pass in flight (so all state sits on stage 0, ALGORITHM.md "Restart")
+    true, the engine first drains every pass in flight (so all state sits on stage 0, docs/algorithm.md "Restart")
     and then calls `snapshot(i)`; other iterations keep the pipeline full.
     """
 

@@ -1,6 +1,6 @@
 """launcher=ray: one Ray actor per stage in a placement group, restarted from the last checkpoint on failure.
 
-Ray does placement and liveness; tensors still travel over torch.distributed between the actors (FACTS.md: Ray's
+Ray does placement and liveness; tensors still travel over torch.distributed between the actors (Ray's
 object store is 15x slower than gloo for hidden states, and Compiled Graph teardown can hang). Each actor runs
 the same `worker_main` as every other launcher. The driver side here picks per-stage resources, packs the group
 (STRICT_PACK when one node holds every stage, else PACK), sets up the rendezvous (env:// with MASTER_ADDR/PORT
@@ -83,7 +83,7 @@ def start_local_cluster(num_cpus: int | None = None, num_gpus: int | None = None
 
 
 def stage_bundle(cfg: EngineConfig) -> dict[str, float]:
-    """Resources one stage actor reserves (FACTS.md: fractional CPUs, or actors stay pending on small hosts)."""
+    """Resources one stage actor reserves (fractional CPUs, or actors stay pending on small hosts)."""
     gpus = cfg.ray.gpus_per_stage
     if gpus is None:
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0

@@ -4,7 +4,7 @@ A `WanStage` holds one contiguous range of DiT layers plus only the shared parts
 condition embedder and RoPE on every stage (cheap, recomputed locally so only hidden states travel), the
 patch embedding on the first stage, the output head on the last. It knows nothing about transport.
 
-Self-attention goes through `WindowAttnProcessor`, which implements the feature cache (ALGORITHM.md): the
+Self-attention goes through `WindowAttnProcessor`, which implements the feature cache (docs/algorithm.md): the
 raw K/V (before K-norm and RoPE) of the first C own frames of the block this stage processed just before are
 appended to the current block's keys, at window-local RoPE positions P+C .. P+2C-1.
 
@@ -33,7 +33,7 @@ from dualpar.models.rope import apply_rope
 class WindowAttnProcessor:
     """Wan self-attention with the feature cache and a pluggable attention backend.
 
-    State lives here because diffusers' block forward passes no extra kwargs to processors (FACTS.md).
+    State lives here because diffusers' block forward passes no extra kwargs to processors.
     """
 
     def __init__(self, layer: int, backend: AttentionBackend):

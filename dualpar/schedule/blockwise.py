@@ -1,7 +1,7 @@
 """The block-queue plan: which (block, step) every iteration processes, in which order.
 
 This is the one plan that the serial engine, every pipeline stage and the simulator follow
-(ALGORITHM.md, "The block queue"). It is a pure function over integers returning plain data, so it can be
+(docs/algorithm.md, "The block queue"). It is a pure function over integers returning plain data, so it can be
 unit-tested without processes and replayed by the performance model.
 
 Legend: P = block_latents, C = context_latents, T = steps, n = number of blocks.
@@ -142,7 +142,7 @@ class BlockPlan:
 
 
 def blockwise_plan(n_blocks: int, steps: int) -> BlockPlan:
-    """Build the block-queue plan (ALGORITHM.md).
+    """Build the block-queue plan (docs/algorithm.md).
 
     Iterations run i = 0 .. T+n-1. At the start of iteration i the head block leaves if it has had T
     updates, then block i joins (while blocks remain). Every active block is processed once, tail
@@ -168,7 +168,7 @@ def blockwise_plan(n_blocks: int, steps: int) -> BlockPlan:
 
 
 def idle_fraction_estimate(stages: int, steps: int, n_blocks: int) -> float:
-    """ALGORITHM.md's bubble estimate (N^2-N-1)/(N^2-N-1+T*n); only meaningful when min(n, T) >= N."""
+    """docs/algorithm.md's bubble estimate (N^2-N-1)/(N^2-N-1+T*n); only meaningful when min(n, T) >= N."""
     bubble = stages * stages - stages - 1
     if bubble <= 0:
         return 0.0

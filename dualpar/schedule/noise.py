@@ -14,7 +14,7 @@ import torch
 
 
 class CoordinatedNoise:
-    """The noise pool of ALGORITHM.md ("Coordinated noise initialisation")."""
+    """The noise pool of docs/algorithm.md ("Coordinated noise initialisation")."""
 
     def __init__(
         self,

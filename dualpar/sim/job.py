@@ -22,7 +22,7 @@ DECODE_POLICIES = ("retire", "interleave", "end")
 
 @dataclass(frozen=True)
 class Job:
-    """A long-video job and its pipeline layout (config keys in ALGORITHM.md terms)."""
+    """A long-video job and its pipeline layout (config keys in docs/algorithm.md terms)."""
 
     height: int = 480
     width: int = 832

@@ -18,7 +18,7 @@ from dualpar.sim.cluster import GIB, ClusterSpec
 from dualpar.sim.job import Job, geometry
 from dualpar.sim.model import ModelSpec
 
-# Wan VAE decoder cache measured with diffusers (FACTS.md): 1.8 GiB at 480x832 in bf16; scales with pixels.
+# Wan VAE decoder cache measured with diffusers: 1.8 GiB at 480x832 in bf16; scales with pixels.
 DECODER_CACHE_BYTES_480P = 1.8 * GIB
 PIXELS_480P = 480 * 832
 # Peak decoder working set per latent chunk: ~3 tensors of 96 channels x 4 frames at full resolution.

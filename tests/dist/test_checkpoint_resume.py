@@ -1,4 +1,4 @@
-"""Checkpoint + resume gives the same video as an uninterrupted run (ALGORITHM.md "Contracts: Restart").
+"""Checkpoint + resume gives the same video as an uninterrupted run (docs/algorithm.md "Contracts: Restart").
 
 A job of n=6 blocks and T=3 steps (iterations 0..8: fill 0-2, steady 3-5, drain 6-8) is killed at fill,
 steady-state and drain iterations, in one process (the kill is simulated by an exception) and across two

@@ -1,4 +1,4 @@
-"""The block-queue plan: ALGORITHM.md's staircase, step counts, ordering and dependencies."""
+"""The block-queue plan: docs/algorithm.md's staircase, step counts, ordering and dependencies."""
 
 from __future__ import annotations
 
