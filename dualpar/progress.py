@@ -3,8 +3,8 @@
 Why passes and not blocks: a block leaves the queue only after all of its steps, so for the first part of a
 run (the queue filling) no block finishes at all, and a rate or ETA built on finished blocks is silent, then
 wildly wrong. Stage 0 reports every pass it applies (`pass_done`); the rate is measured over a recent window
-of this run's own passes (a resumed run starts its window at the resume point, so the passes restored from
-the checkpoint never count as instant work), and the ETA is the passes left at that rate.
+of this run's own passes, from its first pass on (the first pass also carries start-up and the pipeline fill; a
+resumed run's restored passes never count as instant work), and the ETA is the passes left at that rate.
 """
 
 from __future__ import annotations
@@ -83,10 +83,13 @@ class Progress:
     def pass_done(self, n: int = 1) -> None:
         self.passes += n
         now = self.clock()
-        self._samples.append((now, self.passes))
+        first = self.passes - self.start_passes == n
+        if first:  # the first pass also carries start-up and the pipeline fill: the rate is measured from it
+            self._samples = deque([(now, self.passes)])
+        else:
+            self._samples.append((now, self.passes))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
             self._samples.popleft()
-        first = self.passes - self.start_passes == n
         self._maybe_print(now, force=first or self.passes >= self.total_passes > 0)
 
     def block_done(self, frames: int) -> None:
@@ -96,7 +99,8 @@ class Progress:
 
     # ---- numbers -------------------------------------------------------------------------------------------
     def rate(self) -> float | None:
-        """Passes per second over the recent window of this run (None before the first pass)."""
+        """Passes per second over the recent window of this run, measured from its first pass (None before the
+        second: the first one's time includes start-up and filling the pipeline, which the passes left do not)."""
         (t0, p0), (t1, p1) = self._samples[0], self._samples[-1]
         if p1 <= p0 or t1 <= t0:
             return None
