@@ -153,6 +153,17 @@ def _wan_vae_codec(vae_cfg: dict[str, Any]) -> CodecInfo:
     )
 
 
+def _wan_components(tokenizer: str) -> dict[str, tuple[str, str]]:
+    """The model_index components of a Wan text-to-video pipeline (the presets built without a directory)."""
+    return {
+        "transformer": ("diffusers", "WanTransformer3DModel"),
+        "vae": ("diffusers", "AutoencoderKLWan"),
+        "text_encoder": ("transformers", "UMT5EncoderModel"),
+        "tokenizer": ("transformers", tokenizer),
+        "scheduler": ("diffusers", "UniPCMultistepScheduler"),
+    }
+
+
 def builtin_info(name: str, init_seed: int) -> ModelInfo:
     """The random-weight presets built in memory: `tiny` (tests) and `small` (benchmarks)."""
     transformer = dict(tiny.TINY_TRANSFORMER if name == "tiny" else tiny.SMALL_TRANSFORMER)
@@ -163,13 +174,7 @@ def builtin_info(name: str, init_seed: int) -> ModelInfo:
         codec=_wan_vae_codec(tiny.TINY_VAE),
         scheduler_class="UniPCMultistepScheduler",
         scheduler_config=dict(tiny.TINY_SCHEDULER),
-        components={
-            "transformer": ("diffusers", "WanTransformer3DModel"),
-            "vae": ("diffusers", "AutoencoderKLWan"),
-            "text_encoder": ("transformers", "UMT5EncoderModel"),
-            "tokenizer": ("transformers", "ByT5Tokenizer"),
-            "scheduler": ("diffusers", "UniPCMultistepScheduler"),
-        },
+        components=_wan_components("ByT5Tokenizer"),
         text_dim=int(transformer["text_dim"]),
         max_sequence_length=16,
         defaults=dict(_TINY_DEFAULTS),
@@ -314,13 +319,7 @@ def wan_plan_info(name: str) -> ModelInfo:
         codec=_wan_vae_codec(_WAN_TI2V_VAE if name == "wan2.2-ti2v-5b" else {}),
         scheduler_class="UniPCMultistepScheduler",
         scheduler_config=dict(tiny.TINY_SCHEDULER),
-        components={
-            "transformer": ("diffusers", "WanTransformer3DModel"),
-            "vae": ("diffusers", "AutoencoderKLWan"),
-            "text_encoder": ("transformers", "UMT5EncoderModel"),
-            "tokenizer": ("transformers", "T5TokenizerFast"),
-            "scheduler": ("diffusers", "UniPCMultistepScheduler"),
-        },
+        components=_wan_components("T5TokenizerFast"),
         text_dim=int(transformer["text_dim"]),
         max_sequence_length=512,
         defaults=dict(_WAN_DEFAULTS),
