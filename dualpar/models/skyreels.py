@@ -28,7 +28,7 @@ from diffusers.models.transformers.transformer_skyreels_v2 import (
 from torch import nn
 
 from dualpar.models.adapter import PassContext
-from dualpar.models.wan import WanStage, WindowAttnProcessor
+from dualpar.models.wan import WanStage
 
 SKYREELS_TRANSFORMER = "SkyReelsV2Transformer3DModel"
 SKYREELS_DF_PIPELINE = "SkyReelsV2DiffusionForcingPipeline"
@@ -45,31 +45,14 @@ class SkyReelsStage(WanStage):
 
     frame_levels = True  # conditions take one timestep per window frame (`frame_conditions`)
 
-    def __init__(self, config: dict, layers: range, first: bool, last: bool):
-        nn.Module.__init__(self)  # WanStage's parts, taken from SkyReels' own model (built on meta, sliced)
-        self.config = dict(config)
-        self.layer_ids = layers
-        self.first = first
-        self.last = last
-        with torch.device("meta"):
-            full = SkyReelsV2Transformer3DModel.from_config(config)
-        self.condition_embedder = full.condition_embedder
-        self.inject_sample_info = bool(config.get("inject_sample_info", False))
+    model_class = SkyReelsV2Transformer3DModel
+    rope_class = SkyReelsV2RotaryPosEmbed
+
+    def take_extra_parts(self, full: nn.Module) -> None:
+        self.inject_sample_info = bool(self.config.get("inject_sample_info", False))
         if self.inject_sample_info:  # conditioning: every stage recomputes it locally
             self.fps_embedding = full.fps_embedding
             self.fps_projection = full.fps_projection
-        self.blocks = nn.ModuleDict({str(i): full.blocks[i] for i in layers})
-        if first:
-            self.patch_embedding = full.patch_embedding
-        if last:
-            self.norm_out = full.norm_out
-            self.proj_out = full.proj_out
-            self.scale_shift_table = full.scale_shift_table
-        head_dim = int(config["attention_head_dim"])
-        self.rope = SkyReelsV2RotaryPosEmbed(
-            head_dim, tuple(config["patch_size"]), int(config.get("rope_max_seq_len", 1024))
-        )
-        self.processors: list[WindowAttnProcessor] = []
 
     def owned_prefixes(self) -> tuple[str, ...]:
         prefixes = super().owned_prefixes()

@@ -81,6 +81,9 @@ class WindowAttnProcessor:
 class WanStage(nn.Module):
     """One contiguous slice of a Wan DiT's layers plus the shared parts its pipeline role needs."""
 
+    model_class: type[nn.Module] = WanTransformer3DModel  # the diffusers model built on meta and sliced
+    rope_class: type[nn.Module] = WanRotaryPosEmbed
+
     def __init__(self, config: dict, layers: range, first: bool, last: bool):
         super().__init__()
         self.config = dict(config)
@@ -88,8 +91,9 @@ class WanStage(nn.Module):
         self.first = first
         self.last = last
         with torch.device("meta"):
-            full = WanTransformer3DModel.from_config(config)
+            full = self.model_class.from_config(config)
         self.condition_embedder = full.condition_embedder
+        self.take_extra_parts(full)
         self.blocks = nn.ModuleDict({str(i): full.blocks[i] for i in layers})
         if first:
             self.patch_embedding = full.patch_embedding
@@ -98,8 +102,11 @@ class WanStage(nn.Module):
             self.proj_out = full.proj_out
             self.scale_shift_table = full.scale_shift_table
         head_dim = int(config["attention_head_dim"])
-        self.rope = WanRotaryPosEmbed(head_dim, tuple(config["patch_size"]), int(config.get("rope_max_seq_len", 1024)))
+        self.rope = self.rope_class(head_dim, tuple(config["patch_size"]), int(config.get("rope_max_seq_len", 1024)))
         self.processors: list[WindowAttnProcessor] = []
+
+    def take_extra_parts(self, full: nn.Module) -> None:
+        """Keep the parts a derived backbone adds to Wan's (every stage's conditioning); Wan has none."""
 
     def owned_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes this stage needs, matching the full model's checkpoint keys."""
