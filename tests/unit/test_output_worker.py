@@ -138,7 +138,8 @@ BASE = ["frames=49", "schedule.steps=3", "output.latents=true", "parallel.thread
 def inline_reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("inline")
     report = render(out, [*BASE, "output.worker=inline"])
-    assert report["phases"]["output_wait_s"] == pytest.approx(report["phases"]["decode_s"], rel=0.5)
+    phases = report["phases"]  # inline: every decode and write happens inside the pipeline thread's wait
+    assert phases["decode_s"] > 0 and phases["output_wait_s"] >= phases["decode_s"]
     return out
 
 
